@@ -1,0 +1,150 @@
+"""What a call's logic sees: one asyncio-side handle per call leg.
+
+Commands go to the pj thread by call key; events from it arrive through `deliver()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from gateway.errors import CallError
+from gateway.media.playout import PlayoutBuffer
+from gateway.sip import events as ev
+from gateway.sip.endpoint import SipEndpoint
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything the call record file keeps about one call."""
+
+    call_id: str
+    dialled: str
+    caller: str
+    source: str
+    trunk: str
+    started: float
+    dialplan: str = ""
+    answered: float | None = None
+    ended: float | None = None
+    setup_ms: float | None = None
+    outcome: str = "unknown"
+    end_code: int = 0
+    digits: str = ""
+    transfer: dict = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+
+
+class Call:
+    def __init__(self, endpoint: SipEndpoint, incoming: ev.IncomingCall) -> None:
+        self.endpoint = endpoint
+        self.key = incoming.key
+        self.incoming = incoming
+        self.playout: PlayoutBuffer = incoming.playout
+        self.record = CallRecord(call_id=incoming.call_id, dialled=incoming.dialled,
+                                 caller=incoming.caller, source=incoming.source,
+                                 trunk=incoming.trunk, started=time.time())
+        self.disconnected = asyncio.Event()
+        self.disconnect_code = 0
+        self.by_remote = False
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._drained = asyncio.Event()
+        self._digit_arrived = asyncio.Event()
+        self._transfer: asyncio.Queue[ev.TransferStatus] = asyncio.Queue()
+
+    # ---- events from the pj thread ----
+    def deliver(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Dtmf):
+            self.record.digits += event.digit
+            self._digits.put_nowait(event.digit)
+            self._digit_arrived.set()
+        elif isinstance(event, ev.PlayoutDrained):
+            self._drained.set()
+        elif isinstance(event, ev.TransferStatus):
+            self._transfer.put_nowait(event)
+        elif isinstance(event, ev.CallState) and event.state == "disconnected":
+            self.disconnect_code = event.code
+            self.by_remote = event.by_remote
+            self.disconnected.set()
+
+    # ---- commands ----
+    async def ringing(self) -> None:
+        await self.endpoint.call_command(self.key, "respond", 180)
+
+    async def answer(self) -> None:
+        await self.endpoint.call_command(self.key, "respond", 200)
+        self.record.answered = time.time()
+
+    async def reject(self, code: int, reason: str) -> None:
+        await self.endpoint.call_command(self.key, "reject", code, reason)
+
+    async def hangup(self) -> None:
+        if self.disconnected.is_set():
+            return
+        try:
+            await self.endpoint.call_command(self.key, "end")
+        except CallError:
+            pass  # already gone: the caller hung up at the same moment
+
+    async def play(self, pcm: bytes, stop_on_digit: bool = False) -> bool:
+        """Queue audio and wait until it has gone out on the wire.
+
+        With stop_on_digit, a keypress (already queued or arriving) cuts the audio off at the
+        next frame; returns False when that happened.
+        """
+        if not pcm:
+            return True
+        if stop_on_digit and self.pending_digit():
+            return False
+        self._drained.clear()
+        self._digit_arrived.clear()
+        self.playout.write(pcm)
+        if not stop_on_digit:
+            await self._drained.wait()
+            return True
+        drained = asyncio.ensure_future(self._drained.wait())
+        digit = asyncio.ensure_future(self._digit_arrived.wait())
+        try:
+            await asyncio.wait({drained, digit}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+            digit.cancel()
+        if self._drained.is_set():
+            return True
+        self.clear_playout()
+        return False
+
+    def clear_playout(self) -> None:
+        """Stop what is playing now; a waiting play() returns at once."""
+        self.playout.clear()
+        self._drained.set()
+
+    def pending_digit(self) -> bool:
+        return not self._digits.empty()
+
+    async def next_digit(self, timeout: float) -> str | None:
+        try:
+            return await asyncio.wait_for(self._digits.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def transfer(self, uri: str, timeout: float = 30.0) -> tuple[int, str]:
+        """Blind transfer (REFER). Returns the final NOTIFY status, or the REFER failure."""
+        while not self._transfer.empty():
+            self._transfer.get_nowait()
+        try:
+            await self.endpoint.call_command(self.key, "transfer", uri)
+        except CallError as exc:
+            return 500, str(exc)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 408, "transfer timed out"
+            try:
+                status = await asyncio.wait_for(self._transfer.get(), remaining)
+            except TimeoutError:
+                return 408, "transfer timed out"
+            if status.final:
+                return status.code, status.reason

@@ -1,0 +1,91 @@
+"""`gateway run | check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="answer calls")
+    _common(run)
+    run.add_argument("--sip-address", help="address to listen on for SIP and RTP")
+    run.add_argument("--sip-port", type=int, help="SIP port (UDP and TCP)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
+    run.add_argument("--rtp-port", type=int, help="first RTP port")
+    run.add_argument("--records", type=Path, help="call record file (JSON lines)")
+    run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
+    check = sub.add_parser("check", help="validate config and dialplans, print file:line errors")
+    _common(check)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args)
+    return _run(args)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="gateway.yaml (default: built-in defaults)")
+    p.add_argument("--dialplans", type=Path, help="dialplan directory (default: ./dialplans)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    return settings.with_overrides(
+        dialplans=args.dialplans,
+        sip_address=getattr(args, "sip_address", None),
+        sip_port=getattr(args, "sip_port", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        rtp_port_start=getattr(args, "rtp_port", None),
+        records=getattr(args, "records", None),
+        workers=getattr(args, "workers", None),
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.dialplan.loader import load_dialplans
+
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    plans, errors = load_dialplans(settings.dialplans)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 1
+    print(f"ok: config and {len(plans.plans) + (plans.default is not None)} dialplans in "
+          f"{settings.dialplans}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.workers > 1:
+        from gateway.supervisor import Supervisor
+
+        return Supervisor(settings, args.config).run()
+    from gateway.server import Worker
+
+    asyncio.run(Worker(settings).run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Gateway settings: gateway.yaml + environment, parsed once, frozen.
+
+Every setting has a default, so `gateway run` works with no file at all. Secrets (trunk
+passwords) are read only from environment variables named in the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gateway import yamlfile
+from gateway.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIALPLANS = REPO_ROOT / "dialplans"
+DEFAULT_CODECS = REPO_ROOT / "codecs" / "default.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """A carrier connection: IP-authenticated (allow) and/or registering (registrar)."""
+
+    name: str
+    allow: tuple[str, ...] = ()
+    registrar: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    expiry: int = 300
+    realm: str = "*"
+
+    @property
+    def password(self) -> str:
+        return os.environ.get(self.password_env or "", "")
+
+    def allows(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.allow)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    sip_address: str = "127.0.0.1"
+    sip_port: int = 5060
+    public_address: str | None = None
+    rtp_port_start: int = 20000
+    rtp_port_count: int = 1000
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9100
+    dialplans: Path = DEFAULT_DIALPLANS
+    codec_profile: Path = DEFAULT_CODECS
+    operator_uri: str = "sip:operator@127.0.0.1:5070"
+    trunks: tuple[Trunk, ...] = (Trunk(name="local", allow=("127.0.0.1/32",)),)
+    workers: int = 1
+    calls_per_worker: int = 4
+    drain_timeout: float = 30.0
+    records: Path = Path("var/calls.jsonl")
+    cache_dir: Path = Path("var/cache")
+    log_level: str = "info"
+    # Proxy that outgoing requests (REGISTER) go through and the Contact to advertise: set by
+    # the supervisor when workers sit behind the Kamailio front.
+    outbound_proxy: str | None = None
+    contact_address: str | None = None
+    trusted: tuple[str, ...] = field(default=())
+
+    def trunk_for(self, address: str) -> Trunk | None:
+        for trunk in self.trunks:
+            if trunk.allows(address):
+                return trunk
+        return None
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_TOP_KEYS = {
+    "sip", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
+    "calls_per_worker", "drain_timeout", "records", "cache_dir", "log_level",
+}
+_SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
+_METRICS_KEYS = {"address", "port"}
+_TRUNK_KEYS = {"name", "allow", "registrar", "username", "password_env", "expiry", "realm"}
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read gateway.yaml (or defaults when path is None); raises the first ConfigError."""
+    settings, errors = read_settings(path)
+    if errors:
+        raise errors[0]
+    assert settings is not None
+    return settings
+
+
+def read_settings(path: Path | None) -> tuple[Settings | None, list[ConfigError]]:
+    """Settings plus every error found (file:line), environment overrides applied."""
+    errors = yamlfile.Errors()
+    settings = Settings() if path is None else errors.attempt(_parse, path, errors)
+    if settings is not None and not errors.items:
+        errors.attempt(_validate, settings, str(path or "defaults"))
+    operator = os.environ.get("GATEWAY_OPERATOR_URI")
+    if settings is not None and operator:
+        settings = replace(settings, operator_uri=operator)
+    return (None if errors.items else settings), errors.items
+
+
+def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
+    root = yamlfile.load(path)
+    doc = root.fields(_TOP_KEYS, errors)
+    base = path.parent
+    kw: dict[str, object] = {}
+
+    def take(fields: yamlfile.Fields, key: str, name: str, read) -> None:  # type: ignore[no-untyped-def]
+        node = fields.get(key)
+        if node is not None:
+            value = errors.attempt(read, node)
+            if value is not None:
+                kw[name] = value
+
+    if (node := doc.get("sip")) is not None:
+        sip = node.fields(_SIP_KEYS, errors)
+        take(sip, "address", "sip_address", yamlfile.Node.as_str)
+        take(sip, "port", "sip_port", lambda n: n.as_int(at_least=1, at_most=65535))
+        take(sip, "public_address", "public_address", yamlfile.Node.as_str)
+        take(sip, "rtp_port_start", "rtp_port_start", lambda n: n.as_int(at_least=1024, at_most=65534))
+        take(sip, "rtp_port_count", "rtp_port_count", lambda n: n.as_int(at_least=2))
+    if (node := doc.get("metrics")) is not None:
+        met = node.fields(_METRICS_KEYS, errors)
+        take(met, "address", "metrics_address", yamlfile.Node.as_str)
+        take(met, "port", "metrics_port", lambda n: n.as_int(at_least=1, at_most=65535))
+    for key in ("dialplans", "codec_profile", "records", "cache_dir"):
+        take(doc, key, key, lambda n: (base / n.as_str()).resolve())
+    take(doc, "operator_uri", "operator_uri", _sip_uri)
+    take(doc, "workers", "workers", lambda n: n.as_int(at_least=1, at_most=64))
+    take(doc, "calls_per_worker", "calls_per_worker", lambda n: n.as_int(at_least=1))
+    take(doc, "drain_timeout", "drain_timeout", lambda n: n.as_float(at_least=0))
+    take(doc, "log_level", "log_level", _log_level)
+    if (node := doc.get("trunks")) is not None:
+        trunks = [errors.attempt(_trunk, item, errors) for item in node.as_list()]
+        kw["trunks"] = tuple(t for t in trunks if t is not None)
+    return Settings(**kw)  # type: ignore[arg-type]
+
+
+def _sip_uri(node: yamlfile.Node) -> str:
+    text = node.as_str()
+    if not text.startswith(("sip:", "sips:", "tel:")):
+        raise node.error(f"expected a sip: URI, got {text!r}")
+    return text
+
+
+def _log_level(node: yamlfile.Node) -> str:
+    text = node.as_str().lower()
+    if text not in ("debug", "info", "warning", "error"):
+        raise node.error("log_level must be debug, info, warning or error")
+    return text
+
+
+def _trunk(node: yamlfile.Node, errors: yamlfile.Errors) -> Trunk:
+    doc = node.fields(_TRUNK_KEYS, errors)
+    name = doc.require("name").as_str()
+    allow: list[str] = []
+    if (items := doc.get("allow")) is not None:
+        for item in items.as_list(single=True):
+            text = item.as_str()
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise item.error(f"not an address or CIDR: {text!r}") from None
+            allow.append(text)
+    kw: dict[str, object] = {"name": name, "allow": tuple(allow)}
+    for key in ("registrar", "username", "password_env", "realm"):
+        if (value := doc.get(key)) is not None:
+            kw[key] = value.as_str()
+    if (value := doc.get("expiry")) is not None:
+        kw["expiry"] = value.as_int(at_least=10)
+    trunk = Trunk(**kw)  # type: ignore[arg-type]
+    if trunk.registrar and not trunk.registrar.startswith(("sip:", "sips:")):
+        raise doc.require("registrar").error("registrar must be a sip: URI")
+    if trunk.registrar and not trunk.username:
+        raise node.error(f"trunk {name!r} registers but has no username")
+    if not trunk.registrar and not trunk.allow:
+        raise node.error(f"trunk {name!r} needs allow (addresses) or registrar")
+    if trunk.password_env and trunk.password_env not in os.environ:
+        raise doc.require("password_env").error(
+            f"environment variable {trunk.password_env} (trunk {name!r} password) is not set")
+    return trunk
+
+
+def _validate(s: Settings, where: str) -> None:
+    # Each call needs an RTP and an RTCP port; pjsua steps through the range two at a time.
+    needed = 2 * s.workers * s.calls_per_worker
+    if s.rtp_port_count < needed:
+        raise ConfigError(
+            where, 0,
+            f"rtp_port_count {s.rtp_port_count} is too small for {s.workers} workers x "
+            f"{s.calls_per_worker} calls (needs at least {needed})",
+        )
+    if s.rtp_port_start + s.rtp_port_count > 65536:
+        raise ConfigError(where, 0, "RTP port range runs past 65535")
+    if not s.codec_profile.exists():
+        raise ConfigError(where, 0, f"codec profile not found: {s.codec_profile}")

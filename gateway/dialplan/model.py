@@ -1,0 +1,259 @@
+"""What a dialplan says, as plain frozen data, and the pure `route()` that reads it.
+
+Time comes in as an argument (a timezone-aware `now`), so routing is testable without clocks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "ANONYMOUS",
+    "Action",
+    "Dialplan",
+    "DialplanSet",
+    "FlowAction",
+    "NOT_FOUND",
+    "Gather",
+    "Hangup",
+    "Pause",
+    "Play",
+    "RejectAction",
+    "Route",
+    "Rule",
+    "Say",
+    "Step",
+    "Transfer",
+    "TransferAction",
+    "When",
+    "normalize_number",
+    "route",
+]
+
+ANONYMOUS = "anonymous"
+# What carriers put in From when the caller withheld their number.
+_WITHHELD = frozenset({"", ANONYMOUS, "restricted", "private", "unavailable", "unknown"})
+_SEPARATORS = re.compile(r"[\s\-.()]")
+_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
+
+
+_V = TypeVar("_V")
+
+
+def _frozen(mapping: Mapping[str, _V]) -> MappingProxyType[str, _V]:
+    # Copy first: a proxy over the caller's own dict would still change under us.
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Text spoken by the offline TTS."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """A PCM WAV file (8 or 16 bit), already resolved against the dialplan's directory."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.seconds < 0:
+            raise ValueError(f"pause must not be negative: {self.seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Transfer to `operator` (resolved from config) or a sip:/sips:/tel: URI; on_failure plays if it fails."""
+
+    target: str
+    on_failure: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Play prompt, collect keypad digits, run the matching branch; retry up to `attempts` times.
+
+    timeout: seconds to wait for the first digit once the prompt finished.
+    branches: digit string ("1", "0", "12") -> steps.
+    """
+
+    prompt: tuple[Step, ...]
+    max_digits: int = 1
+    terminator: str = "#"
+    timeout: float = 5.0
+    inter_digit_timeout: float = 3.0
+    attempts: int = 3
+    branches: Mapping[str, tuple[Step, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    no_input: tuple[Step, ...] = ()
+    no_match: tuple[Step, ...] = ()
+    failed: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_digits < 1 or self.attempts < 1:
+            raise ValueError("max_digits and attempts must be at least 1")
+        object.__setattr__(self, "branches", _frozen(self.branches))
+
+    def branch(self, digits: str) -> tuple[Step, ...] | None:
+        return self.branches.get(digits)
+
+
+Step = Say | Play | Pause | Gather | Transfer | Hangup
+
+
+@dataclass(frozen=True, slots=True)
+class FlowAction:
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAction:
+    target: str
+    on_failure: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RejectAction:
+    code: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.code <= 699:
+            raise ValueError(f"reject code must be 400-699, got {self.code}")
+
+
+Action = FlowAction | TransferAction | RejectAction
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """Conditions of a rule; an empty field matches everything, all given fields must match.
+
+    callers: normalised numbers; a trailing `*` is a prefix; `anonymous` matches a withheld caller.
+    days: 0=Mon..6=Sun. hours: half-open minute-of-day ranges; start > end wraps past midnight.
+    """
+
+    callers: tuple[str, ...] = ()
+    days: frozenset[int] = frozenset()
+    hours: tuple[tuple[int, int], ...] = ()
+
+    def matches(self, caller: str, local: datetime) -> bool:
+        """caller is normalised; local is the call's time in the plan's timezone."""
+        if self.callers and not any(_caller_matches(p, caller) for p in self.callers):
+            return False
+        if self.days and local.weekday() not in self.days:
+            return False
+        minute = local.hour * 60 + local.minute
+        return not self.hours or any(_in_range(minute, s, e) for s, e in self.hours)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    when: When
+    action: Action
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What to do with one call. ring_seconds > 0: send 180 Ringing and act after that long."""
+
+    dialplan: str
+    action: Action
+    ring_seconds: float
+
+
+NOT_FOUND = Route("none", RejectAction(404, "Not Found"), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialplan:
+    name: str
+    path: str
+    numbers: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    ring_seconds: float = 0.0
+    rules: tuple[Rule, ...] = ()
+    action: Action = RejectAction(404, "Not Found")
+
+    def route(self, caller: str, now: datetime) -> Route:
+        """First matching rule wins, else the plan's own action. now must be timezone-aware."""
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("now must be timezone-aware")
+        local = now.astimezone(ZoneInfo(self.timezone))
+        who = normalize_number(caller)
+        action = next((r.action for r in self.rules if r.when.matches(who, local)), self.action)
+        return Route(self.name, action, self.ring_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanSet:
+    """Normalised dialled number -> plan; `default` takes every other number."""
+
+    plans: Mapping[str, Dialplan] = field(default_factory=lambda: MappingProxyType({}))
+    default: Dialplan | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plans", _frozen(self.plans))
+
+    def all(self) -> tuple[Dialplan, ...]:
+        """Each plan once (a plan with several numbers appears once), default last."""
+        unique = {id(p): p for p in self.plans.values()}
+        if self.default is not None:
+            unique[id(self.default)] = self.default
+        return tuple(unique.values())
+
+    def route(self, dialled: str, caller: str, now: datetime) -> Route:
+        return route(self, dialled, caller, now)
+
+
+def normalize_number(s: str) -> str:
+    """Reduce a number or SIP user to one comparable form: "+1 (555) 0100", "tel:+15550100" and
+    "sip:15550100@host;user=phone" all give "15550100"; names like "Sales" give "sales"."""
+    text = s.strip()
+    if "<" in text and ">" in text:  # a whole header value: `"Alice" <sip:...>;tag=x`
+        text = text[text.index("<") + 1 : text.index(">")]
+    text = _SCHEME.sub("", text.strip())
+    text = text.split(";", 1)[0].split("@", 1)[0]
+    text = _SEPARATORS.sub("", text).removeprefix("+")
+    return text if text.isascii() and text.isdigit() else text.lower()
+
+
+def route(plans: DialplanSet, dialled: str, caller: str, now: datetime) -> Route:
+    """Pick the plan for the dialled number (else the default) and let it choose the action."""
+    plan = plans.plans.get(normalize_number(dialled), plans.default)
+    if plan is None:
+        return NOT_FOUND
+    return plan.route(caller, now)
+
+
+def _caller_matches(pattern: str, caller: str) -> bool:
+    if caller in _WITHHELD:
+        return pattern == ANONYMOUS
+    if pattern.endswith("*"):
+        return caller.startswith(pattern[:-1])
+    return caller == pattern
+
+
+def _in_range(minute: int, start: int, end: int) -> bool:
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end

@@ -1,0 +1,5 @@
+"""Pure, synchronous audio code: playout queue, PCM helpers, prompt rendering.
+
+Submodules are imported directly (``from gateway.media.audio import tone``) so that
+importing one does not pull numpy/soxr/piper into code that only needs another.
+"""

@@ -1,0 +1,90 @@
+"""Every Prometheus metric of a worker, with small verbs for the code that moves them.
+
+Labels stay low-cardinality: never a caller number or a call id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+
+CALLS_ACTIVE = Gauge("gateway_calls_active", "Calls in progress", registry=REGISTRY)
+CALLS = Counter(
+    "gateway_calls", "Finished calls by outcome and dialplan", ["outcome", "dialplan"],
+    registry=REGISTRY,
+)
+CALL_SETUP = Histogram(
+    "gateway_call_setup_seconds", "INVITE received to 200 OK sent (excluding dialplan ring time)",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+INVITES_REJECTED = Counter(
+    "gateway_invites_rejected", "INVITEs refused before a call started, by reason", ["reason"],
+    registry=REGISTRY,
+)
+DTMF_DIGITS = Counter(
+    "gateway_dtmf_digits", "DTMF digits received, by signalling method", ["method"],
+    registry=REGISTRY,
+)
+TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
+RTP_FRAMES = Counter(
+    "gateway_rtp_frames", "20 ms audio frames exchanged with callers", ["direction"],
+    registry=REGISTRY,
+)
+PLAYOUT_UNDERRUNS = Counter(
+    "gateway_playout_underruns", "Frames due while streaming audio had not arrived yet",
+    registry=REGISTRY,
+)
+REGISTRATION_UP = Gauge(
+    "gateway_registration_up", "1 when the trunk's registration is active", ["trunk"],
+    registry=REGISTRY,
+)
+DIALPLAN_RELOAD_ERRORS = Counter(
+    "gateway_dialplan_reload_errors", "Dialplan reloads refused because a file was invalid",
+    registry=REGISTRY,
+)
+DRAINING = Gauge("gateway_draining", "1 while the worker refuses new calls to stop", registry=REGISTRY)
+
+
+def serve(address: str, port: int) -> None:
+    """Expose /metrics over HTTP from a daemon thread."""
+    start_http_server(port, addr=address, registry=REGISTRY)
+
+
+def call_started() -> None:
+    CALLS_ACTIVE.inc()
+
+
+def call_ended(outcome: str, dialplan: str) -> None:
+    CALLS_ACTIVE.dec()
+    CALLS.labels(outcome=outcome, dialplan=dialplan).inc()
+
+
+def call_answered(setup_seconds: float) -> None:
+    CALL_SETUP.observe(setup_seconds)
+
+
+def invite_rejected(reason: str) -> None:
+    INVITES_REJECTED.labels(reason=reason).inc()
+
+
+def dtmf_digit(method: str) -> None:
+    DTMF_DIGITS.labels(method=method).inc()
+
+
+def transfer(result: str) -> None:
+    TRANSFERS.labels(result=result).inc()
+
+
+def rtp_frames(received: int, sent: int, underruns: int) -> None:
+    if received:
+        RTP_FRAMES.labels(direction="in").inc(received)
+    if sent:
+        RTP_FRAMES.labels(direction="out").inc(sent)
+    if underruns:
+        PLAYOUT_UNDERRUNS.inc(underruns)
+
+
+def registration(trunk: str, up: bool) -> None:
+    REGISTRATION_UP.labels(trunk=trunk).set(1 if up else 0)

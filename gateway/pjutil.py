@@ -1,0 +1,146 @@
+"""Small pjsua2 helpers shared by the gateway's SIP layer and the test softphone.
+
+Everything here follows the measured facts in DESIGN.md §3; call these only on the
+thread that owns the Endpoint, except read_frame_bytes/write_frame_bytes, which are
+meant for the media clock thread's frame callbacks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Iterable, Sequence
+
+import pjsua2 as pj
+
+CLOCK_RATE = 8000
+PTIME_MS = 20
+FRAME_BYTES = CLOCK_RATE * PTIME_MS // 1000 * 2  # PCM16 mono: 320 bytes per 20 ms
+
+# Offered in this order; everything else (speex, iLBC, GSM, L16) is disabled, or two
+# pjsua peers settle on speex/16000. telephone-event is added to the SDP by pjsua itself.
+DEFAULT_CODECS: tuple[str, ...] = ("PCMU/8000", "PCMA/8000", "G722/16000")
+
+
+def endpoint_config(
+    *, log_level: int = 1, max_calls: int = 4, user_agent: str = "gateway"
+) -> pj.EpConfig:
+    """EpConfig for an Endpoint polled by one thread with libHandleEvents()."""
+    cfg = pj.EpConfig()
+    ua = cfg.uaConfig
+    ua.threadCnt = 0  # no pjsua worker threads: the owner thread polls
+    ua.mainThreadOnly = True  # timers and callbacks run inside libHandleEvents()
+    ua.maxCalls = max_calls  # the stock wheel clamps this at 4
+    ua.userAgent = user_agent
+    cfg.logConfig.level = log_level
+    cfg.logConfig.consoleLevel = log_level
+    med = cfg.medConfig
+    med.clockRate = CLOCK_RATE  # G.711 is not resampled 8k -> 16k -> 8k inside the bridge
+    med.sndClockRate = CLOCK_RATE
+    med.noVad = True
+    med.ecTailLen = 0
+    return cfg
+
+
+def set_codec_priorities(
+    ep: pj.Endpoint, order: Sequence[str] = DEFAULT_CODECS, *, plc: bool = False
+) -> list[str]:
+    """Enable exactly `order` (id prefixes such as "PCMU/8000"); returns enabled ids, best first."""
+    ids = [info.codecId for info in ep.codecEnum2()]
+    for codec_id in ids:
+        ep.codecSetPriority(codec_id, 0)
+    enabled: list[str] = []
+    for rank, prefix in enumerate(order):
+        for codec_id in ids:
+            if codec_id.lower().startswith(prefix.lower()) and codec_id not in enabled:
+                ep.codecSetPriority(codec_id, 255 - rank)
+                enabled.append(codec_id)
+                if codec_id.startswith(("PCMU", "PCMA")) and not plc:
+                    param = ep.codecGetParam(codec_id)
+                    param.setting.plc = False  # a lost packet becomes silence, not a guess
+                    ep.codecSetParam(codec_id, param)
+    return enabled
+
+
+def pcm_port_format(clock_rate: int = CLOCK_RATE, ptime_ms: int = PTIME_MS) -> pj.MediaFormatAudio:
+    """Format for an AudioMediaPort: PCM16 mono frames of ptime_ms."""
+    fmt = pj.MediaFormatAudio()
+    fmt.init(pj.PJMEDIA_FORMAT_PCM, clock_rate, 1, ptime_ms * 1000, 16)
+    return fmt
+
+
+def transport_port(ep: pj.Endpoint, transport_id: int) -> int:
+    """The port a transport created with port 0 actually bound."""
+    return int(ep.transportGetInfo(transport_id).localName.rsplit(":", 1)[1])
+
+
+# --- frame access -------------------------------------------------------------------
+# bytes(frame.buf) walks the SWIG vector element by element (~115 µs per 20 ms frame).
+# MediaFrame.buf is a std::vector<unsigned char>; with libstdc++ its first two words are
+# the begin and end pointers, so one ctypes read of those plus string_at copies the data.
+
+
+def _vector_offset() -> int:
+    probe = pj.MediaFrame()
+    probe.buf = pj.ByteVector(b"\x01\x02\x03")
+    offset = int(probe.buf.this) - int(probe.this)
+    begin, end = _WORDS.unpack(ctypes.string_at(int(probe.this) + offset, _WORDS.size))
+    if end - begin != 3 or ctypes.string_at(begin, 3) != b"\x01\x02\x03":
+        raise RuntimeError("unexpected std::vector layout; fast frame read unavailable")
+    return offset
+
+
+_WORDS = struct.Struct("@PP")
+_BUF_OFFSET = _vector_offset()
+_string_at = ctypes.string_at
+_unpack_words = _WORDS.unpack
+_WORDS_SIZE = _WORDS.size
+
+
+def read_frame_bytes(frame: pj.MediaFrame) -> bytes:
+    """Copy of frame.buf's contents in ~2 µs (vs ~115 µs for bytes(frame.buf))."""
+    begin, end = _unpack_words(_string_at(int(frame.this) + _BUF_OFFSET, _WORDS_SIZE))
+    return _string_at(begin, end - begin) if end > begin else b""
+
+
+def write_frame_bytes(frame: pj.MediaFrame, pcm: bytes | pj.ByteVector) -> None:
+    """Fill a frame in onFrameRequested (a prebuilt ByteVector saves the conversion)."""
+    frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+    frame.buf = pcm if isinstance(pcm, pj.ByteVector) else pj.ByteVector(pcm)
+
+
+# --- SIP message text -----------------------------------------------------------------
+
+
+def sip_header_vector(lines: Iterable[str]) -> pj.SipHeaderVector:
+    """"Name: value" strings -> headers for SipTxOption.headers (e.g. X- headers)."""
+    vec = pj.SipHeaderVector()
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"header must look like 'Name: value': {line!r}")
+        hdr = pj.SipHeader()
+        hdr.hName = name.strip()
+        hdr.hValue = value.strip()
+        vec.append(hdr)
+    return vec
+
+
+def request_uri(whole_msg: str) -> str:
+    """Request-URI from a request's start line ("INVITE sip:+1555@host SIP/2.0")."""
+    parts = whole_msg.split("\r\n", 1)[0].split()
+    return parts[1] if len(parts) == 3 else ""
+
+
+def sip_headers(whole_msg: str) -> list[tuple[str, str]]:
+    """(name, value) pairs of a message's header section, folded lines joined."""
+    head = whole_msg.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    out: list[tuple[str, str]] = []
+    for line in head:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            out.append((name.strip(), value.strip()))
+    return out

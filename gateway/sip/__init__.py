@@ -1,0 +1,1 @@
+"""The only package that imports pjsua2. What leaves it is plain frozen data."""

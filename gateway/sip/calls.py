@@ -1,0 +1,153 @@
+"""One pjsua2 call leg (pj thread only), and the pure admission policy for new INVITEs."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from gateway.config import Settings
+from gateway.media.playout import PlayoutBuffer
+from gateway.sip import events as ev
+from gateway.sip.message import InviteInfo, parse_invite, problems
+
+if TYPE_CHECKING:
+    from gateway.sip.endpoint import SipEndpoint
+
+log = logging.getLogger("gateway.sip")
+_keys = itertools.count(1)
+_DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "info"}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    info: InviteInfo
+    trunk: str
+    reject: tuple[int, str] | None = None
+    reason: str = ""
+
+
+class IncomingPolicy:
+    """Who may call: allowlisted trunks, well-formed INVITEs, and not while draining."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.draining = False
+
+    def decide(self, message: str, source: str) -> Decision:
+        info = parse_invite(message)
+        host = _host(source)
+        trunk = self.settings.trunk_for(host)
+        trusted = host in self.settings.trusted
+        if trunk is None and not trusted:
+            return Decision(info, "", (403, "Forbidden"), "unknown_source")
+        name = trunk.name if trunk else "front"
+        problem = problems(message, datagram=True)
+        if problem:
+            return Decision(info, name, problem, "malformed")
+        if self.draining:
+            return Decision(info, name, (503, "Service Unavailable"), "draining")
+        return Decision(info, name)
+
+
+def _host(source: str) -> str:
+    if source.startswith("["):
+        return source[1:source.index("]")]
+    return source.rsplit(":", 1)[0]
+
+
+class GatewayCall(pj.Call):
+    """A call leg. Talks to asyncio only through plain events keyed by our own call key."""
+
+    def __init__(self, owner: SipEndpoint, account: pj.Account, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self.key = next(_keys)
+        self.owner = owner
+        self.info: InviteInfo | None = None
+        # The buffer travels to asyncio, so its callback must not hold this pj object.
+        self.playout = PlayoutBuffer(on_drained=functools.partial(owner.post, ev.PlayoutDrained(self.key)))
+        self.port = None
+        self.hung_up_locally = False
+        self._underruns_seen = 0
+        self._transfer_done = False
+
+    # ---- commands (pj thread) ----
+    def reject(self, code: int, reason: str) -> None:
+        self.hung_up_locally = True
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        prm.reason = reason
+        self.hangup(prm)
+
+    def respond(self, code: int) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        self.answer(prm)
+
+    def end(self, code: int = 0) -> None:
+        self.hung_up_locally = True
+        prm = pj.CallOpParam()
+        if code:
+            prm.statusCode = code
+        self.hangup(prm)
+
+    def transfer(self, uri: str) -> None:
+        self._transfer_done = False
+        self.xfer(uri, pj.CallOpParam())
+
+    def take_underruns(self) -> int:
+        total = self.playout.underruns
+        delta = total - self._underruns_seen
+        self._underruns_seen = total
+        return delta
+
+    # ---- callbacks ----
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+        ci = self.getInfo()
+        if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._disconnected(ci)
+        elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.owner.post(ev.CallState(self.key, "confirmed", ci.lastStatusCode, ci.lastReason))
+        elif ci.state == pj.PJSIP_INV_STATE_EARLY:
+            self.owner.post(ev.CallState(self.key, "early", ci.lastStatusCode, ci.lastReason))
+
+    def _disconnected(self, ci: pj.CallInfo) -> None:
+        underruns = self.take_underruns()
+        if underruns:
+            self.owner.post(ev.MediaStats(0, 0, underruns))
+        if self.port is not None:
+            self.owner.ports.release(self.port)
+            self.port = None
+        self.playout.clear()
+        self.owner.post(ev.CallState(self.key, "disconnected", ci.lastStatusCode, ci.lastReason,
+                                     by_remote=not self.hung_up_locally))
+        # pjsua reuses call ids at once: forget this object now so no command reaches it.
+        self.owner.forget(self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+        ci = self.getInfo()
+        for mi in ci.media:
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            media = self.getAudioMedia(mi.index)
+            if self.port is None:
+                self.port = self.owner.ports.acquire()
+                self.port.playout = self.playout
+                self.owner.post(ev.MediaReady(self.key))
+            media.startTransmit(self.port)
+            self.port.startTransmit(media)
+            return
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
+        method = _DTMF_METHODS.get(prm.method, "rfc4733")
+        self.owner.post(ev.Dtmf(self.key, prm.digit, method))
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
+        final = bool(prm.finalNotify) or prm.statusCode >= 200
+        self.owner.post(ev.TransferStatus(self.key, prm.statusCode, prm.reason, final))
+        if final:
+            prm.cont = False

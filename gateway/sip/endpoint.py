@@ -1,0 +1,322 @@
+"""The pjsua2 endpoint on its own thread, and the command queue asyncio uses to drive it.
+
+Every pj object lives and dies on this thread (DESIGN §3). asyncio submits callables with
+`run()` and gets plain results back; callbacks leave as plain events through `post`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import pjsua2 as pj
+import yaml
+
+from gateway.config import Settings
+from gateway.errors import CallError, GatewayError
+from gateway.sip import events as ev
+from gateway.sip.calls import GatewayCall, IncomingPolicy
+from gateway.sip.port import CLOCK_RATE, PortPool
+from gateway.sip.trunks import TrunkAccount
+
+log = logging.getLogger("gateway.sip")
+_PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+_POLL_MS = 5
+
+
+class _LogWriter(pj.LogWriter):
+    """pjlib's log into Python logging; spots the 486 pjsua sends on its own when full."""
+
+    def __init__(self, on_too_many_calls: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_too_many_calls = on_too_many_calls
+
+    def write(self, entry: pj.LogEntry) -> None:
+        msg = entry.msg.rstrip()
+        if "too many calls" in msg:
+            self._on_too_many_calls()
+        log.log(_PJ_LEVELS.get(entry.level, logging.DEBUG), "pj: %s", msg.strip())
+
+
+class _Account(pj.Account):
+    """The gateway's catch-all local identity: receives INVITEs that match no trunk account."""
+
+    def __init__(self, owner: SipEndpoint) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        self._owner._on_incoming(self, prm)
+
+
+class SipEndpoint:
+    def __init__(self, settings: Settings, post: Callable[[ev.Event], None]) -> None:
+        self.settings = settings
+        self._post = post
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name="pj", daemon=True)
+        self._started: Future[None] = Future()
+        self._stopping = threading.Event()
+        self.policy = IncomingPolicy(settings)
+        self.calls: dict[int, GatewayCall] = {}
+        self.ports = PortPool()
+        self.trunks: list[TrunkAccount] = []
+        self._accounts: list[pj.Account] = []
+        self._ep: pj.Endpoint | None = None
+        self._log_writer: _LogWriter | None = None
+        self.udp_port = 0
+
+    # ---- asyncio side ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self._started.result(timeout=30)
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the pj thread and return its result (errors come back without traceback)."""
+        fut: Future[Any] = Future()
+        self._commands.put((fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    async def call_command(self, key: int, method: str, *args: Any) -> Any:
+        """Invoke a GatewayCall method on the pj thread; CallError when the call is gone."""
+
+        def command() -> Any:
+            call = self.calls.get(key)
+            if call is None:
+                raise CallError("call has ended")
+            return getattr(call, method)(*args)
+
+        return await self.run(command)
+
+    async def set_draining(self, draining: bool) -> None:
+        def command() -> None:
+            self.policy.draining = draining
+
+        await self.run(command)
+
+    async def hangup_all(self) -> int:
+        def command() -> int:
+            calls = list(self.calls.values())
+            for call in calls:
+                try:
+                    call.end()
+                except pj.Error:
+                    pass
+            return len(calls)
+
+        return await self.run(command)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=30)
+
+    # ---- pj thread ---------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._create()
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._started.set_exception(GatewayError(f"SIP endpoint failed to start: {exc}"))
+            self._destroy()
+            return
+        self._started.set_result(None)
+        next_tick = time.monotonic() + 1.0
+        while not self._stopping.is_set():
+            self._ep.libHandleEvents(_POLL_MS)
+            self._drain_commands()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                self._tick(now)
+        self._shutdown()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn())
+            except pj.Error as exc:
+                fut.set_exception(CallError(exc.info()))
+            except Exception as exc:  # noqa: BLE001
+                # No traceback across threads: frames may hold pj objects (DESIGN §3).
+                fut.set_exception(type(exc)(*exc.args) if _plain(exc) else CallError(str(exc)))
+
+    def _tick(self, now: float) -> None:
+        received, sent = self.ports.take_counters()
+        underruns = sum(c.take_underruns() for c in self.calls.values())
+        if received or sent or underruns:
+            self._post(ev.MediaStats(received, sent, underruns))
+        for trunk in self.trunks:
+            trunk.maybe_retry(now)
+
+    def _create(self) -> None:
+        s = self.settings
+        ep = pj.Endpoint()
+        self._ep = ep
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = s.calls_per_worker
+        cfg.uaConfig.userAgent = "gateway"
+        self._log_writer = _LogWriter(self._on_too_many_calls)
+        cfg.logConfig.writer = self._log_writer
+        cfg.logConfig.level = 2
+        cfg.logConfig.consoleLevel = 2
+        cfg.logConfig.decor = 0
+        # 8 kHz bridge: G.711 is not resampled 8→16→8; no VAD/EC so frames flow untouched.
+        cfg.medConfig.clockRate = CLOCK_RATE
+        cfg.medConfig.sndClockRate = CLOCK_RATE
+        cfg.medConfig.noVad = True
+        cfg.medConfig.ecTailLen = 0
+        cfg.medConfig.ptime = 20
+        ep.libInit(cfg)
+        for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
+            tcfg = pj.TransportConfig()
+            tcfg.port = s.sip_port
+            if s.sip_address not in ("0.0.0.0", ""):
+                tcfg.boundAddress = s.sip_address
+            if s.public_address:
+                tcfg.publicAddress = s.public_address
+            tid = ep.transportCreate(kind, tcfg)
+            if kind == pj.PJSIP_TRANSPORT_UDP:
+                self.udp_port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[-1]
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        self._set_codecs()
+        self._disable_g711_plc()
+        local = _Account(self)
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:gateway@{s.contact_address or s.sip_address}:{s.sip_port}"
+        self._media_config(acfg)
+        local.create(acfg, True)
+        self._accounts.append(local)
+        for trunk in s.trunks:
+            if trunk.registrar:
+                account = TrunkAccount(self, trunk)
+                account.register()
+                self.trunks.append(account)
+        log.info("SIP listening on %s:%s (udp+tcp)", s.sip_address, s.sip_port)
+
+    def media_config(self, acfg: pj.AccountConfig) -> None:
+        self._media_config(acfg)
+
+    def _media_config(self, acfg: pj.AccountConfig) -> None:
+        s = self.settings
+        tcfg = acfg.mediaConfig.transportConfig
+        tcfg.port = s.rtp_port_start
+        tcfg.portRange = s.rtp_port_count
+        if s.sip_address not in ("0.0.0.0", ""):
+            tcfg.boundAddress = s.sip_address
+        if s.public_address:
+            tcfg.publicAddress = s.public_address
+
+    def _set_codecs(self) -> None:
+        profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
+        wanted = [str(c) for c in profile.get("codecs", [])]
+        for info in self._ep.codecEnum2():
+            self._ep.codecSetPriority(info.codecId, 0)
+        available = {info.codecId.rsplit("/", 1)[0] if info.codecId.count("/") == 2 else info.codecId: info.codecId
+                     for info in self._ep.codecEnum2()}
+        for rank, name in enumerate(wanted):
+            codec_id = available.get(name, name)
+            try:
+                self._ep.codecSetPriority(codec_id, 255 - rank)
+            except pj.Error:
+                log.warning("codec %s from %s is not available", name, self.settings.codec_profile)
+
+    def _disable_g711_plc(self) -> None:
+        for name in ("PCMU/8000/1", "PCMA/8000/1"):
+            try:
+                param = self._ep.codecGetParam(name)
+                param.setting.plc = False
+                self._ep.codecSetParam(name, param)
+            except pj.Error:
+                pass
+
+    # ---- callbacks (pj thread) -----------------------------------------------------------
+    def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        call = GatewayCall(self, account, prm.callId)
+        decision = self.policy.decide(prm.rdata.wholeMsg, prm.rdata.srcAddress)
+        call.info = decision.info
+        self.calls[call.key] = call
+        if decision.reject:
+            code, reason = decision.reject
+            self._post(ev.Rejected(reason=decision.reason, code=code, source=prm.rdata.srcAddress,
+                                   dialled=decision.info.dialled, caller=decision.info.caller,
+                                   call_id=decision.info.call_id))
+            call.reject(code, reason)
+            return
+        self._post(ev.IncomingCall(
+            key=call.key, dialled=decision.info.dialled, caller=decision.info.caller,
+            call_id=decision.info.call_id, source=prm.rdata.srcAddress, trunk=decision.trunk,
+            received_at=time.monotonic(), playout=call.playout))
+
+    def _on_too_many_calls(self) -> None:
+        self._post(ev.Rejected(reason="too_many_calls", code=486, source="", dialled="",
+                               caller="", call_id=""))
+
+    def post(self, event: ev.Event) -> None:
+        self._post(event)
+
+    def forget(self, call: GatewayCall) -> None:
+        self.calls.pop(call.key, None)
+
+    # ---- shutdown (pj thread) ------------------------------------------------------------
+    def _shutdown(self) -> None:
+        ep = self._ep
+        try:
+            ep.hangupAllCalls()
+        except pj.Error:
+            pass
+        for trunk in self.trunks:
+            trunk.unregister()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and (self.calls or any(t.busy() for t in self.trunks)):
+            ep.libHandleEvents(_POLL_MS)
+            self._drain_commands()
+        # Ports detached from the bridge asynchronously: let the clock pass them (DESIGN §3).
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            ep.libHandleEvents(_POLL_MS)
+        self._destroy()
+
+    def _destroy(self) -> None:
+        self._fail_pending()
+        self.calls.clear()
+        self.trunks.clear()
+        self._accounts.clear()
+        self.ports.clear()
+        gc.collect()
+        if self._ep is not None:
+            try:
+                self._ep.libDestroy()
+            except pj.Error:
+                pass
+        self._ep = None
+        self._log_writer = None
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                _fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            fut.set_exception(CallError("SIP endpoint stopped"))
+
+
+def _plain(exc: Exception) -> bool:
+    try:
+        type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001
+        return False
+    return True

@@ -1,0 +1,86 @@
+"""Plain data that leaves the pj thread. No pjsua2 object ever crosses to asyncio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.media.playout import PlayoutBuffer
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    key: int                 # our own id: pjsua reuses its call ids at once
+    dialled: str
+    caller: str
+    call_id: str
+    source: str              # "ip:port" of the sender
+    trunk: str
+    received_at: float       # time.monotonic() when the INVITE reached the gateway
+    playout: PlayoutBuffer
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    key: int
+    state: str               # "early" | "confirmed" | "disconnected"
+    code: int
+    reason: str
+    by_remote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReady:
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutDrained:
+    """Everything written to the call's PlayoutBuffer has gone out."""
+
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    key: int
+    digit: str
+    method: str              # "rfc4733" | "info"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStatus:
+    key: int
+    code: int
+    reason: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    trunk: str
+    code: int
+    reason: str
+    active: bool
+    expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An INVITE refused on the pj thread (allowlist, drain, malformed, pjsua's call limit)."""
+
+    reason: str
+    code: int
+    source: str
+    dialled: str
+    caller: str
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStats:
+    received: int
+    sent: int
+    underruns: int
+
+
+Event = IncomingCall | CallState | MediaReady | PlayoutDrained | Dtmf | TransferStatus | Registration | Rejected | MediaStats

@@ -1,0 +1,113 @@
+"""Pure reading of a received INVITE's text: who is called, who calls, is it well formed.
+
+pjsip's parser accepts some malformed requests (RFC 4475); `problems()` lists what the
+gateway refuses on top of it, with the status code to answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+_COMPACT = {"i": "call-id", "t": "to", "f": "from", "l": "content-length", "c": "content-type",
+            "m": "contact", "v": "via"}
+_USER = re.compile(r"^(?:sips?|tel):([^@;>?]*)", re.IGNORECASE)
+_SINGLE = ("call-id", "to", "from", "cseq", "max-forwards", "content-length")
+
+
+@dataclass(frozen=True, slots=True)
+class InviteInfo:
+    dialled: str
+    caller: str
+    call_id: str
+    headers: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def parse_invite(text: str) -> InviteInfo:
+    """Dialled number (Request-URI user, else To user), caller (From user) and headers."""
+    head, _, _ = _split(text)
+    lines = _unfold(head)
+    request_line = lines[0] if lines else ""
+    headers = tuple(_headers(lines[1:]))
+    parts = request_line.split(" ")
+    ruri_user = _uri_user(parts[1]) if len(parts) >= 2 else ""
+    to = dict(headers).get("to", "")
+    dialled = ruri_user or _uri_user(_addr(to))
+    caller = _uri_user(_addr(dict(headers).get("from", "")))
+    return InviteInfo(dialled=dialled, caller=caller, call_id=dict(headers).get("call-id", ""),
+                      headers=headers)
+
+
+def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
+    """(status, reason) when the INVITE must be refused although pjsip parsed it."""
+    head, body, _ = _split(text)
+    headers = list(_headers(_unfold(head)[1:]))
+    counts: dict[str, int] = {}
+    for name, _value in headers:
+        counts[name] = counts.get(name, 0) + 1
+    for name in _SINGLE:
+        if counts.get(name, 0) > 1:
+            return 400, f"Multiple {name.title()} headers"
+    length = dict(headers).get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            return 400, "Bad Content-Length"
+        if datagram and int(length) > len(body.encode("utf-8", "surrogateescape")):
+            return 400, "Content-Length larger than message"
+    accept = dict(headers).get("accept")
+    if accept is not None and accept.strip() and "application/sdp" not in accept.lower() \
+            and "*/*" not in accept and "application/*" not in accept.lower():
+        return 406, "Not Acceptable"
+    return None
+
+
+def _split(text: str) -> tuple[str, str, str]:
+    for sep in ("\r\n\r\n", "\n\n"):
+        if sep in text:
+            head, body = text.split(sep, 1)
+            return head, body, sep
+    return text, "", ""
+
+
+def _unfold(head: str) -> list[str]:
+    lines: list[str] = []
+    for raw in re.split(r"\r?\n", head):
+        if raw[:1] in (" ", "\t") and lines:
+            lines[-1] += " " + raw.strip()
+        else:
+            lines.append(raw)
+    return lines
+
+
+def _headers(lines: list[str]):
+    for line in lines:
+        if ":" not in line:
+            continue
+        name, value = line.split(":", 1)
+        name = name.strip().lower()
+        yield _COMPACT.get(name, name), value.strip()
+
+
+def _addr(value: str) -> str:
+    """The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1`) or an addr-spec."""
+    if "<" in value and ">" in value:
+        return value[value.index("<") + 1 : value.index(">")]
+    return value.split(";", 1)[0].strip()
+
+
+def _uri_user(uri: str) -> str:
+    match = _USER.match(uri.strip())
+    if not match:
+        return ""
+    user = unquote(match.group(1))
+    if uri.lower().startswith("tel:"):
+        return user
+    return user if "@" in uri else ""

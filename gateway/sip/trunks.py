@@ -1,0 +1,103 @@
+"""Registration trunks: a pjsua2 Account per carrier registrar, with our own retry backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from gateway.config import Trunk
+from gateway.sip import events as ev
+
+if TYPE_CHECKING:
+    from gateway.sip.endpoint import SipEndpoint
+
+log = logging.getLogger("gateway.sip")
+_MIN_BACKOFF = 1.0
+_MAX_BACKOFF = 60.0
+
+
+class TrunkAccount(pj.Account):
+    """Registers to the carrier; pjsua refreshes before expiry, we retry failures with backoff."""
+
+    def __init__(self, owner: SipEndpoint, trunk: Trunk) -> None:
+        super().__init__()
+        self.owner = owner
+        self.trunk = trunk
+        self.active = False
+        self._backoff = _MIN_BACKOFF
+        self._retry_at: float | None = None
+        self._stopping = False
+        self._unregistered = False
+
+    def register(self) -> None:
+        trunk, s = self.trunk, self.owner.settings
+        host = _host_of(trunk.registrar or "")
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:{trunk.username}@{host}"
+        acfg.regConfig.registrarUri = trunk.registrar
+        acfg.regConfig.timeoutSec = trunk.expiry
+        acfg.regConfig.retryIntervalSec = 0  # our own backoff below
+        acfg.regConfig.firstRetryIntervalSec = 0
+        acfg.regConfig.unregWaitMsec = 1000
+        acfg.sipConfig.authCreds.append(
+            pj.AuthCredInfo("digest", trunk.realm, trunk.username, 0, trunk.password))
+        if s.outbound_proxy:
+            acfg.sipConfig.proxies.append(s.outbound_proxy)
+        if s.contact_address:
+            # Behind the front: the carrier must send calls to the front, not to this worker.
+            acfg.sipConfig.contactForced = f"<sip:{trunk.username}@{s.contact_address}>"
+            acfg.natConfig.contactRewriteUse = 0
+            acfg.natConfig.viaRewriteUse = 0
+        self.owner.media_config(acfg)
+        self.create(acfg)
+        log.info("trunk %s: registering to %s as %s", trunk.name, trunk.registrar, trunk.username)
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+        code, expires = prm.code, prm.expiration
+        active = 200 <= code < 300 and expires > 0
+        if self._stopping:
+            self._unregistered = True
+        if active != self.active:
+            log.info("trunk %s: registration %s (%s %s)", self.trunk.name,
+                     "up" if active else "down", code, prm.reason)
+        self.active = active
+        self.owner.post(ev.Registration(self.trunk.name, code, prm.reason, active, expires))
+        if active:
+            self._backoff = _MIN_BACKOFF
+            self._retry_at = None
+        elif not self._stopping:
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning("trunk %s: registration failed (%s %s); retrying in %.0f s",
+                        self.trunk.name, code, prm.reason, self._backoff)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+
+    def maybe_retry(self, now: float) -> None:
+        if self._retry_at is not None and now >= self._retry_at and not self._stopping:
+            self._retry_at = None
+            try:
+                self.setRegistration(True)
+            except pj.Error as exc:
+                log.warning("trunk %s: cannot send REGISTER: %s", self.trunk.name, exc.info())
+                self._retry_at = now + self._backoff
+                self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+
+    def unregister(self) -> None:
+        self._stopping = True
+        if not self.active:
+            self._unregistered = True
+            return
+        try:
+            self.setRegistration(False)
+        except pj.Error:
+            self._unregistered = True
+
+    def busy(self) -> bool:
+        return self._stopping and not self._unregistered
+
+
+def _host_of(uri: str) -> str:
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    return rest.split(";", 1)[0].split("@")[-1]
