@@ -8,6 +8,7 @@ meant for the media clock thread's frame callbacks.
 from __future__ import annotations
 
 import ctypes
+import socket
 import struct
 from collections.abc import Iterable, Sequence
 
@@ -67,6 +68,26 @@ def pcm_port_format(clock_rate: int = CLOCK_RATE, ptime_ms: int = PTIME_MS) -> p
     fmt = pj.MediaFormatAudio()
     fmt.init(pj.PJMEDIA_FORMAT_PCM, clock_rate, 1, ptime_ms * 1000, 16)
     return fmt
+
+
+def transport_config(bound_address: str, port: int = 0, *, tcp: bool = False) -> pj.TransportConfig:
+    """SIP transport bound to one address; port 0 lets the OS choose (see transport_port)."""
+    cfg = pj.TransportConfig()
+    cfg.port = port
+    cfg.boundAddress = bound_address
+    if tcp:
+        # Without TCP_NODELAY a 100 Trying followed at once by a 200 OK on one connection
+        # waits for the peer's delayed ACK (Nagle): +40 ms setup. UDP sockets reject it.
+        opt = pj.SockOpt()
+        opt.level = socket.IPPROTO_TCP
+        opt.optName = socket.TCP_NODELAY
+        opt.setOptValInt(1)
+        params = cfg.sockOptParams
+        opts = params.sockOpts
+        opts.append(opt)
+        params.sockOpts = opts
+        cfg.sockOptParams = params
+    return cfg
 
 
 def transport_port(ep: pj.Endpoint, transport_id: int) -> int:

@@ -199,6 +199,13 @@ class _Slot:
     timers: list[tuple[float, str, str]] = field(default_factory=list)
 
 
+def _from_remote(e: pj.SipEvent) -> bool:
+    """Whether a call state change was caused by a message from the far end."""
+    if e.type == pj.PJSIP_EVENT_TSX_STATE:
+        return bool(e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG)
+    return bool(e.type == pj.PJSIP_EVENT_RX_MSG)
+
+
 class _Call(pj.Call):
     def __init__(self, phone: _Phone, acc: pj.Account, slot: _Slot, call_id: int = pj.PJSUA_INVALID_ID):
         super().__init__(acc, call_id)
@@ -206,14 +213,15 @@ class _Call(pj.Call):
         self._slot = slot
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        self._phone.on_state(self._slot, self)
+        self._phone.on_state(self._slot, self, _from_remote(prm.e))
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self._phone.on_media(self._slot, self)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self._slot.leg.dtmf_received += prm.digit
-        self._slot.leg.event(f"dtmf received {prm.digit}")
+        how = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+        self._slot.leg.event(f"dtmf received {prm.digit} ({how})")
 
     def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
         self._phone.on_transfer_request(self._slot, prm)
@@ -257,10 +265,8 @@ class _Phone:
         ep.libInit(pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone"))
         ep.audDevManager().setNullDev()  # setNoDev would leave the bridge without a clock
         pjutil.set_codec_priorities(ep)
-        tcfg = pj.TransportConfig()
-        tcfg.port = a.port
-        tcfg.boundAddress = a.bind
         tcp = a.transport == "tcp"
+        tcfg = pjutil.transport_config(a.bind, a.port, tcp=tcp)
         tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TCP if tcp else pj.PJSIP_TRANSPORT_UDP, tcfg)
         self.port = pjutil.transport_port(ep, tid)
         ep.libStart()
@@ -269,7 +275,7 @@ class _Phone:
         acfg.idUri = f"sip:{user}@{a.bind}:{self.port}" + (";transport=tcp" if tcp else "")
         acfg.sipConfig.transportId = tid
         acfg.mediaConfig.transportConfig.boundAddress = a.bind  # RTP on loopback too
-        acfg.mediaConfig.transportConfig.port = 0
+        acfg.mediaConfig.transportConfig.port = 0  # OS-chosen RTP ports: parallel phones never collide
         self.acc = _Account(self)
         self.acc.create(acfg, True)
         log.info("listening on %s:%d/%s", a.bind, self.port, a.transport)
@@ -296,12 +302,14 @@ class _Phone:
             if stop_at is not None and (self._idle() or now - stop_at > DISCONNECT_GRACE_S + PORT_LINGER_S):
                 break
 
-    def shutdown(self) -> None:
-        """Drop every pj object on this thread, collect, then destroy the library."""
+    def release(self) -> None:
+        """Drop every pj object on this thread and collect, so none dies after libDestroy()."""
         for slot in self.slots:
             self._release(slot)
         self.acc = None
         gc.collect()
+
+    def destroy(self) -> None:
         if self.ep is not None:
             self.ep.libDestroy()
             self.ep = None
@@ -374,7 +382,7 @@ class _Phone:
         call.answer(op)
 
     # callbacks (main thread, inside libHandleEvents)
-    def on_state(self, slot: _Slot, call: _Call) -> None:
+    def on_state(self, slot: _Slot, call: _Call, from_remote: bool) -> None:
         ci = call.getInfo()
         leg, now = slot.leg, time.monotonic()
         code, reason = ci.lastStatusCode, ci.lastReason
@@ -384,17 +392,19 @@ class _Phone:
                 leg.status, leg.reason, leg.answered_at = code or 200, reason, now
                 self._arm_answer_timers(slot, now)
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            by = "local" if leg.hangup_requested else "remote"
+            # a transport error or timeout is not the far end's doing
+            by = "remote" if from_remote and not leg.hangup_requested else "local"
             self._mark_disconnected(leg, code, reason, by)
             slot.timers.clear()
             if slot.port is not None:
                 slot.port.active = False
                 leg.frames_received, leg.pcm = slot.port.received, slot.port.frames
         parent = slot.parent
-        if parent is not None and parent.transfer is not None and code:
-            codes = parent.transfer["notify_codes"]  # what our NOTIFYs to the transferor carry
-            if not codes or codes[-1] != code:
-                codes.append(code)
+        if parent is not None and parent.transfer is not None:
+            # pjsua NOTIFYs the transferor with the new call's progress until a final code
+            codes = parent.transfer["notify_codes"]
+            if codes[-1] < 200:
+                codes.append(code or 100)
             if leg.status is not None:
                 parent.transfer["new_call_status"] = leg.status
 
@@ -428,6 +438,7 @@ class _Phone:
             prm.statusCode = 603
             return
         prm.statusCode = 202
+        leg.transfer["notify_codes"].append(100)  # pjsua's initial NOTIFY after the 202
         child = _Slot(_Leg(leg.index, time.monotonic(), self._record_path(leg.index, "-xfer")), parent=leg)
         leg.child = child.leg
         assert self.acc is not None
@@ -480,10 +491,9 @@ class _Phone:
             leg.dtmf_sent += arg
             leg.event(f"dtmf sent {arg} ({self.args.dtmf_method})")
         elif kind == "answer":
+            leg.hangup_requested = int(arg) >= 300  # rejecting ends the call from our side
+            leg.event(f"answer {arg}")
             self._answer(call, int(arg))
-            if int(arg) >= 300:
-                leg.hangup_requested = True  # we ended it by rejecting
-            leg.event(f"answered {arg}")
         elif kind == "xfer":
             leg.transfer = {"target": arg, "notify_codes": []}
             leg.event(f"REFER sent to {arg}")
@@ -607,14 +617,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # report, then still tear down cleanly
         log.exception("softphone failed")
         error, code = f"{type(exc).__name__}: {getattr(exc, 'info', lambda: exc)()}", 1
-    finally:
-        phone.shutdown()
+    phone.release()
+    # Results first: libDestroy() takes ~1 s and a SIGTERM'd caller wants the JSON now.
     phone.write_recordings()
     out = phone.result()
     if error:
         out["error"] = error
     with os.fdopen(json_fd, "w") as f:
         f.write(json.dumps(out) + "\n")
+    phone.destroy()
     return code
 
 

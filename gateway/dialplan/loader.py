@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import wave
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import yamlfile
@@ -35,6 +36,8 @@ from gateway.errors import ConfigError
 from gateway.yamlfile import Errors, Fields, Node
 
 __all__ = ["dialplan_files", "flow_texts", "load_dialplans"]
+
+_T = TypeVar("_T")
 
 DEFAULT_NAME = "default"
 _TOP_KEYS = ("numbers", "timezone", "ring", "rules", "flow", "transfer", "reject")
@@ -151,8 +154,8 @@ def _numbers(top: Fields, is_default: bool) -> tuple[Node, ...]:
     node = top.get("numbers")
     if is_default:
         if node is not None:
-            raise top.key_error("numbers", "default.yaml takes every number without its own file; "
-                                "move these numbers to a file of their own")  # fmt: skip
+            message = "default.yaml takes every number without a file; give these a file of their own"
+            raise top.key_error("numbers", message)
         return ()
     if node is None:
         raise top.node.error("missing 'numbers' (only default.yaml may leave it out)")
@@ -194,32 +197,33 @@ def _rules(node: Node | None, base: Path, errors: Errors) -> tuple[Rule, ...]:
 
 def _rule(node: Node, base: Path, errors: Errors) -> Rule:
     fields = node.fields(_RULE_KEYS, errors)
-    when = errors.attempt(_when, fields.require("when"), errors)
+    when_node = fields.get("when")
+    if when_node is None:
+        errors.add(node.error("missing 'when' (a rule without conditions belongs at top level)"))
+    when = None if when_node is None else errors.attempt(_when, when_node, errors)
     action = _action(fields, base, errors)
-    return Rule(when if when is not None else When(), action, node.line)
+    return Rule(when or When(), action, node.line)
 
 
 def _when(node: Node, errors: Errors) -> When:
     fields = node.fields(_WHEN_KEYS, errors)
-    if not fields:
+    if not node.pairs():
         raise node.error("needs callers, days or hours (an empty 'when' would match every call)")
-    callers = errors.attempt(_nonempty, fields.get("callers"), _caller)
-    days = errors.attempt(_nonempty, fields.get("days"), _days)
-    hours = errors.attempt(_nonempty, fields.get("hours"), _hours)
-    return When(
-        tuple(callers or ()),
-        frozenset(day for group in days or () for day in group),
-        tuple(hours or ()),
-    )
+    callers = _each(fields.get("callers"), _caller, errors)
+    days = _each(fields.get("days"), _days, errors)
+    hours = _each(fields.get("hours"), _hours, errors)
+    return When(tuple(callers), frozenset(day for group in days for day in group), tuple(hours))
 
 
-def _nonempty(node: Node | None, read_item: _ItemReader) -> list:  # type: ignore[type-arg]
+def _each(node: Node | None, read_item: Callable[[Node], _T], errors: Errors) -> list[_T]:
+    """Read a list (or one lone value) item by item, recording every bad item."""
     if node is None:
         return []
-    items = node.as_list(single=True)
-    if not items:
-        raise node.error("empty list; leave the key out to match everything")
-    return [read_item(item) for item in items]
+    items = errors.attempt(node.as_list, single=True)
+    if items is not None and not items:
+        errors.add(node.error("empty list; leave the key out to match everything"))
+    values = (errors.attempt(read_item, item) for item in items or ())
+    return [value for value in values if value is not None]
 
 
 def _caller(node: Node) -> str:
@@ -261,7 +265,7 @@ def _hours(node: Node) -> tuple[int, int]:
         raise node.error(f"not a time of day in {text!r}")
     start, end = h1 * 60 + m1, h2 * 60 + m2
     if start == end % 1440:
-        raise node.error(f"{text!r} is empty; to match all day leave 'hours' out")
+        raise node.error(f"{text!r} starts where it ends (to match all day, leave 'hours' out)")
     return start, end
 
 
@@ -274,10 +278,9 @@ def _action(fields: Fields, base: Path, errors: Errors) -> Action:
     name = present[0]
     node = fields.values[name]
     if name == "flow":
-        steps = _steps(node, base, errors)
-        if not steps and not node.as_list():
+        if not node.as_list():
             raise node.error("flow is empty")
-        return FlowAction(steps)
+        return FlowAction(_steps(node, base, errors))
     if name == "transfer":
         target, on_failure = _transfer(node, base, errors)
         return TransferAction(target, on_failure)
@@ -316,8 +319,8 @@ def _step(node: Node, base: Path, errors: Errors) -> Step | None:
             raise node.error(f"empty step (expected one of: {', '.join(_STEP_KEYS)})")
         return None  # only unknown keys: already reported
     if len(present) > 1:
-        raise fields.key_error(present[1], f"one step per list item (this item also has '{present[0]}'); "
-                               "start the next step with '- '")  # fmt: skip
+        message = f"one step per list item (this item also has '{present[0]}'); start the next with '- '"
+        raise fields.key_error(present[1], message)
     name = present[0]
     value = fields.values[name]
     if name == "say":
@@ -372,11 +375,17 @@ def _target(node: Node) -> str:
 
 def _gather(node: Node, base: Path, errors: Errors) -> Gather:
     fields = node.fields(_GATHER_KEYS, errors)
-    digits = _opt(fields, "digits", lambda n: n.as_int(at_least=1, at_most=32), 1)
-    terminator = _opt(fields, "terminator", _terminator, "#")
-    timeout = _opt(fields, "timeout", lambda n: n.as_float(above=0, at_most=120), 5.0)
-    inter = _opt(fields, "inter_digit_timeout", lambda n: n.as_float(above=0, at_most=60), 3.0)
-    attempts = _opt(fields, "attempts", lambda n: n.as_int(at_least=1, at_most=10), 3)
+
+    def opt(name: str, read: Callable[[Node], _T], default: _T) -> _T:
+        part = fields.get(name)
+        value = None if part is None else errors.attempt(read, part)
+        return default if value is None else value
+
+    digits = opt("digits", lambda n: n.as_int(at_least=1, at_most=32), 1)
+    terminator = opt("terminator", _terminator, "#")
+    timeout = opt("timeout", lambda n: n.as_float(above=0, at_most=120), 5.0)
+    inter = opt("inter_digit_timeout", lambda n: n.as_float(above=0, at_most=60), 3.0)
+    attempts = opt("attempts", lambda n: n.as_int(at_least=1, at_most=10), 3)
 
     def steps(name: str, loose: bool = False) -> tuple[Step, ...]:
         part = fields.get(name)
@@ -385,7 +394,7 @@ def _gather(node: Node, base: Path, errors: Errors) -> Gather:
     branches_node = fields.require("branches")
     branch_fields = branches_node.fields(None, errors)
     if not branch_fields:
-        raise branches_node.error("needs at least one branch, like \"1\": [{say: ...}]")
+        raise branches_node.error('needs at least one branch, like "1": [{say: ...}]')
     branches: dict[str, tuple[Step, ...]] = {}
     for key, value in branch_fields.values.items():
         where = branch_fields.keys[key]
@@ -412,13 +421,8 @@ def _gather(node: Node, base: Path, errors: Errors) -> Gather:
 
 def _terminator(node: Node) -> str:
     if node.is_null:  # `terminator: #` reads as nothing: an unquoted # starts a comment
-        raise node.error("write the terminator in quotes, like terminator: \"#\"")
+        raise node.error('write the terminator in quotes, like terminator: "#"')
     text = node.as_str(empty=True)
     if text not in ("", "#", "*", *"0123456789"):
-        raise node.error(f"terminator must be one key (0-9, * or #) or \"\", got {text!r}")
+        raise node.error(f'terminator must be one key (0-9, * or #) or "", got {text!r}')
     return text
-
-
-def _opt[T](fields: Fields, name: str, read: _Reader[T], default: T) -> T:
-    node = fields.get(name)
-    return default if node is None else read(node)

@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "ANONYMOUS",
+    "NOT_FOUND",
     "Action",
     "Dialplan",
     "DialplanSet",
     "FlowAction",
-    "NOT_FOUND",
     "Gather",
     "Hangup",
     "Pause",

@@ -128,12 +128,15 @@ class SipEndpoint:
         self._started.set_result(None)
         next_tick = time.monotonic() + 1.0
         while not self._stopping.is_set():
-            self._ep.libHandleEvents(_POLL_MS)
-            self._drain_commands()
-            now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + 1.0
-                self._tick(now)
+            try:
+                self._ep.libHandleEvents(_POLL_MS)
+                self._drain_commands()
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + 1.0
+                    self._tick(now)
+            except Exception:  # noqa: BLE001 - this thread must outlive any one bug
+                log.exception("error on the SIP thread")
         self._shutdown()
 
     def _drain_commands(self) -> None:
@@ -142,6 +145,8 @@ class SipEndpoint:
                 fn, fut = self._commands.get_nowait()
             except queue.Empty:
                 return
+            if not fut.set_running_or_notify_cancel():
+                continue  # the asyncio side gave up waiting
             try:
                 fut.set_result(fn())
             except pj.Error as exc:
@@ -311,7 +316,8 @@ class SipEndpoint:
                 _fn, fut = self._commands.get_nowait()
             except queue.Empty:
                 return
-            fut.set_exception(CallError("SIP endpoint stopped"))
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(CallError("SIP endpoint stopped"))
 
 
 def _plain(exc: Exception) -> bool:

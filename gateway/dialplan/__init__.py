@@ -1,0 +1,50 @@
+"""Dialplans: per dialled number, what happens to a call. Pure data and routing, no SIP."""
+
+from gateway.dialplan.loader import flow_texts, load_dialplans
+from gateway.dialplan.model import (
+    NOT_FOUND,
+    Action,
+    Dialplan,
+    DialplanSet,
+    FlowAction,
+    Gather,
+    Hangup,
+    Pause,
+    Play,
+    RejectAction,
+    Route,
+    Rule,
+    Say,
+    Step,
+    Transfer,
+    TransferAction,
+    When,
+    normalize_number,
+    route,
+)
+from gateway.dialplan.store import DialplanStore
+
+__all__ = [
+    "NOT_FOUND",
+    "Action",
+    "Dialplan",
+    "DialplanSet",
+    "DialplanStore",
+    "FlowAction",
+    "Gather",
+    "Hangup",
+    "Pause",
+    "Play",
+    "RejectAction",
+    "Route",
+    "Rule",
+    "Say",
+    "Step",
+    "Transfer",
+    "TransferAction",
+    "When",
+    "flow_texts",
+    "load_dialplans",
+    "normalize_number",
+    "route",
+]

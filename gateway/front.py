@@ -1,0 +1,502 @@
+"""The Kamailio front for multi-worker mode: renders its config and runs it.
+
+Callers and carriers talk to the front; the front dispatches each INVITE to the worker with the
+fewest calls (dispatcher algorithm 10), fails over on busy/dead workers, probes workers with
+OPTIONS, and stays in the signalling path (Record-Route) so in-dialog requests follow the call.
+Workers send their trunk REGISTERs (and outbound requests) out through the front.
+Pure rendering plus process control: nothing here imports pjsua2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.errors import GatewayError
+
+KAMAILIO = "kamailio"
+KAMCMD = "kamcmd"
+WORKER_SET = 1  # dispatcher group holding the workers
+
+State = Literal["active", "inactive", "disabled", "probing"]
+# Kamailio state letters. 'd' for drain: 'i' would be undone by the next good OPTIONS ping.
+_STATE_CODES: dict[str, str] = {"active": "ap", "inactive": "ip", "disabled": "d", "probing": "tp"}
+_FLAG_STATES = {"A": "active", "I": "inactive", "D": "disabled", "T": "trying"}
+_UID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class FrontError(GatewayError):
+    """The Kamailio front could not be configured, started or controlled."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrontWorker:
+    uid: str
+    address: str
+    port: int
+    max_load: int
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{_host(self.address)}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontSettings:
+    listen_address: str
+    listen_port: int
+    workers: tuple[FrontWorker, ...]
+    allow: tuple[str, ...]  # CIDRs/addresses that may send INVITEs (workers are always trusted)
+    runtime_dir: Path
+    ping_interval: int = 2
+    worker_timeout_ms: int = 2000  # no reply from a worker within this → try the next one
+    advertise: str | None = None  # public address for Via/Record-Route when behind NAT
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _validate(s: FrontSettings) -> list[str]:
+    """Everything that goes into the config is checked here, so nothing can inject script."""
+    ipaddress.ip_address(s.listen_address)
+    if s.advertise is not None:
+        ipaddress.ip_address(s.advertise)
+    if not 0 < s.listen_port < 65536:
+        raise FrontError(f"front listen port out of range: {s.listen_port}")
+    if not s.workers:
+        raise FrontError("the front needs at least one worker")
+    seen: set[str] = set()
+    for w in s.workers:
+        ipaddress.ip_address(w.address)
+        if not _UID.match(w.uid) or w.uid in seen:
+            raise FrontError(f"worker uid must be unique and [A-Za-z0-9_.-]: {w.uid!r}")
+        seen.add(w.uid)
+        if not 0 < w.port < 65536 or w.max_load < 1:
+            raise FrontError(f"worker {w.uid}: bad port {w.port} or max_load {w.max_load}")
+    if s.ping_interval < 1 or s.worker_timeout_ms < 100:
+        raise FrontError("ping_interval must be >= 1 s and worker_timeout_ms >= 100 ms")
+    return [str(ipaddress.ip_network(a, strict=False)) for a in s.allow]
+
+
+def render_dispatcher_list(s: FrontSettings) -> str:
+    # setid destination flags priority attrs; flags 8 = probe it with OPTIONS.
+    lines = ["# setid destination flags priority attrs"]
+    for w in s.workers:
+        lines.append(f"{WORKER_SET} {w.uri} 8 0 duid={w.uid};maxload={w.max_load}")
+    return "\n".join(lines) + "\n"
+
+
+def render_config(s: FrontSettings, *, ctl_socket: Path | None = None) -> tuple[str, str]:
+    """(kamailio.cfg text, dispatcher.list text) for these settings."""
+    networks = _validate(s)
+    runtime = s.runtime_dir.resolve()
+    ctl = ctl_socket or _ctl_path(runtime)
+    allow = "\n".join(f'    if (is_in_subnet("$si", "{n}")) return 1;' for n in networks)
+    adv = f" advertise {_host(s.advertise)}:{s.listen_port}" if s.advertise else ""
+    values = {
+        "@LISTEN@": f"{_host(s.listen_address)}:{s.listen_port}{adv}",
+        "@SELF@": f"{_host(s.advertise or s.listen_address)}:{s.listen_port}",
+        "@CTL@": str(ctl),
+        "@LIST@": str(runtime / "dispatcher.list"),
+        "@PING@": str(s.ping_interval),
+        "@TIMEOUT@": str(s.worker_timeout_ms),
+        "@NWORKERS@": str(len(s.workers)),
+        "@SET@": str(WORKER_SET),
+        "@ALLOW@": allow or "    # nobody but the workers",
+    }
+    text = _CFG
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text, render_dispatcher_list(s)
+
+
+def _ctl_path(runtime: Path) -> Path:
+    # A unix socket path must fit in sun_path (108 bytes); long runtime dirs get a short one.
+    path = runtime / "ctl.sock"
+    if len(str(path)) < 100:
+        return path
+    return Path(tempfile.gettempdir()) / f"gwfront-{uuid.uuid4().hex[:12]}.sock"
+
+
+def options_ping(address: str, port: int, timeout: float = 0.5) -> int | None:
+    """Send one SIP OPTIONS over UDP; the status code of the reply, or None on silence."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
+        me, my_port = sock.getsockname()[:2]
+        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+        msg = (
+            f"OPTIONS sip:{_host(address)}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {_host(me)}:{my_port};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{_host(me)}>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:{_host(address)}:{port}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(msg.encode(), (address, port))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(65535)
+            except (TimeoutError, ConnectionRefusedError):
+                return None
+            m = re.match(rb"SIP/2\.0 (\d{3}) ", data)
+            if m and branch.encode() in data:
+                return int(m.group(1))
+    return None
+
+
+def parse_rpc_tree(text: str) -> list[tuple[str, object]]:
+    """kamcmd's brace output as nested (key, value) pairs; repeated keys (DEST) stay in order."""
+    stack: list[list[tuple[str, object]]] = [[]]
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line == "}":
+            if len(stack) > 1:
+                stack.pop()
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        value = value.strip()
+        if value == "{":
+            child: list[tuple[str, object]] = []
+            stack[-1].append((key.strip(), child))
+            stack.append(child)
+        else:
+            stack[-1].append((key.strip(), value))
+    return stack[0]
+
+
+def _walk(tree: list[tuple[str, object]], key: str) -> list[list[tuple[str, object]]]:
+    found: list[list[tuple[str, object]]] = []
+    for k, v in tree:
+        if isinstance(v, list):
+            if k == key:
+                found.append(v)
+            found.extend(_walk(v, key))
+    return found
+
+
+class Front:
+    """Runs Kamailio as the SIP front for the workers in `settings`."""
+
+    def __init__(self, settings: FrontSettings) -> None:
+        _validate(settings)
+        self.settings = settings
+        self.runtime_dir = settings.runtime_dir.resolve()
+        self.log_path = self.runtime_dir / "kamailio.log"
+        self.pid_path = self.runtime_dir / "kamailio.pid"  # absolute: kamailio chdirs to /
+        self._ctl = _ctl_path(self.runtime_dir)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            raise FrontError("front already running")
+        binary = shutil.which(KAMAILIO) or shutil.which(KAMAILIO, path="/usr/sbin:/sbin")
+        if binary is None:
+            raise FrontError("kamailio not found (Debian package 'kamailio')")
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        cfg_text, ds_text = render_config(self.settings, ctl_socket=self._ctl)
+        cfg = self.runtime_dir / "kamailio.cfg"
+        cfg.write_text(cfg_text)
+        (self.runtime_dir / "dispatcher.list").write_text(ds_text)
+        self._ctl.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    binary, "-f", str(cfg), "-P", str(self.pid_path), "-DD", "-E",
+                    "-m", "256", "-M", "8",
+                    "-Y", str(self.runtime_dir), "-w", str(self.runtime_dir),
+                ],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        address = self.settings.listen_address
+        deadline = time.monotonic() + timeout
+        while options_ping(address, self.settings.listen_port, timeout=0.2) != 200:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise FrontError(f"kamailio front did not start; see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the main process stops its children
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._ctl.parent != self.runtime_dir:
+            self._ctl.unlink(missing_ok=True)
+
+    def __enter__(self) -> Front:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kamcmd(self, *args: str) -> str:
+        binary = shutil.which(KAMCMD) or shutil.which(KAMCMD, path="/usr/sbin:/sbin") or KAMCMD
+        out = subprocess.run(
+            [binary, "-s", f"unix:{self._ctl}", *args],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        if out.returncode != 0 or out.stdout.startswith("error:"):
+            raise FrontError(f"kamcmd {' '.join(args)}: {(out.stdout + out.stderr).strip()}")
+        return out.stdout
+
+    def _worker(self, worker: str | FrontWorker) -> FrontWorker:
+        key = worker.uid if isinstance(worker, FrontWorker) else worker
+        for w in self.settings.workers:
+            if key in (w.uid, w.uri):
+                return w
+        raise FrontError(f"unknown worker {key!r}")
+
+    def set_worker_state(self, worker: str | FrontWorker, state: State) -> None:
+        """active: takes calls; inactive/probing: out until a good ping; disabled: drained,
+        no new calls and no pings until set active again. Calls in progress are untouched."""
+        w = self._worker(worker)
+        if state not in _STATE_CODES:
+            raise FrontError(f"unknown worker state {state!r}")
+        self.kamcmd("dispatcher.set_state", _STATE_CODES[state], str(WORKER_SET), w.uri)
+
+    def destinations(self) -> list[dict[str, object]]:
+        """One dict per worker: uri, uid, flags (e.g. 'AP'), state, probing, max_load."""
+        tree = parse_rpc_tree(self.kamcmd("dispatcher.list"))
+        result: list[dict[str, object]] = []
+        for dest in _walk(tree, "DEST"):
+            fields = {k: v for k, v in dest if isinstance(v, str)}
+            attrs = next((v for k, v in dest if k == "ATTRS" and isinstance(v, list)), [])
+            attr = {k: v for k, v in attrs if isinstance(v, str)}
+            flags = fields.get("FLAGS", "")
+            maxload = attr.get("MAXLOAD", "")
+            result.append({
+                "uri": fields.get("URI", ""),
+                "uid": attr.get("DUID", ""),
+                "flags": flags,
+                "state": _FLAG_STATES.get(flags[:1], "unknown"),
+                "probing": flags[1:2] == "P",
+                "max_load": int(maxload) if maxload.isdigit() else None,
+            })
+        return result
+
+    def destination(self, worker: str | FrontWorker) -> dict[str, object]:
+        uri = self._worker(worker).uri
+        for d in self.destinations():
+            if d["uri"] == uri:
+                return d
+        raise FrontError(f"worker {uri} not in the dispatcher list")
+
+
+# Placeholders are @NAME@ because both str.format braces and $-templates clash with Kamailio.
+_CFG = r"""#!KAMAILIO
+# Rendered by gateway.front; edit the settings, not this file.
+debug=2
+log_stderror=yes
+children=4
+tcp_children=2
+auto_aliases=no
+server_signature=no
+listen=udp:@LISTEN@
+listen=tcp:@LISTEN@
+
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "path.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "sanity.so"
+loadmodule "ctl.so"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "ipops.so"
+loadmodule "dispatcher.so"
+
+modparam("ctl", "binrpc", "unix:@CTL@")
+# Transactions the workers start (trunk REGISTER, outbound calls) keep tm's default timers;
+# only the front→worker INVITE branch gets the short worker timeout (t_set_fr below).
+modparam("tm", "failure_reply_mode", 3)
+modparam("rr", "enable_double_rr", 1)
+
+modparam("dispatcher", "list_file", "@LIST@")
+modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "xavp_dst", "_dsdst_")
+modparam("dispatcher", "xavp_ctx", "_dsctx_")
+modparam("dispatcher", "ds_ping_method", "OPTIONS")
+modparam("dispatcher", "ds_ping_from", "sip:front@@SELF@")
+modparam("dispatcher", "ds_ping_interval", @PING@)
+modparam("dispatcher", "ds_probing_threshold", 1)
+modparam("dispatcher", "ds_inactive_threshold", 1)
+modparam("dispatcher", "ds_probing_mode", 1)
+# Call-load tracking (algorithm 10): calls keyed by Call-ID; unanswered entries expire fast.
+modparam("dispatcher", "ds_hash_size", 9)
+modparam("dispatcher", "ds_hash_initexpire", 60)
+modparam("dispatcher", "ds_hash_expire", 7200)
+modparam("dispatcher", "ds_hash_check_interval", 10)
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) {
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }
+    if (!sanity_check()) exit;
+
+    if (is_method("CANCEL")) {
+        if (t_check_trans()) {
+            ds_load_update();
+            route(RELAY);
+        }
+        exit;
+    }
+    # Absorb retransmissions of requests already being handled.
+    if (!is_method("ACK")) {
+        if (t_precheck_trans()) {
+            t_check_trans();
+            exit;
+        }
+        t_check_trans();
+    }
+    if (has_totag()) {
+        route(WITHINDLG);
+        exit;
+    }
+    if (is_method("OPTIONS") && uri == myself) {
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    if (ds_is_from_list("@SET@", "2")) {
+        route(FROM_WORKER);
+        exit;
+    }
+    if (!route(ALLOWED)) {
+        xlog("L_NOTICE", "FRONT denied method=$rm src=$si:$sp callid=$ci\n");
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }
+    if (is_method("INVITE")) {
+        route(TO_WORKER);
+        exit;
+    }
+    if (is_method("ACK")) exit;
+    sl_send_reply("405", "Method Not Allowed");
+}
+
+route[ALLOWED] {
+@ALLOW@
+    return -1;
+}
+
+# In-dialog: follow the Record-Route set both ways; a BYE frees the worker's call slot.
+route[WITHINDLG] {
+    if (!ds_is_from_list("@SET@", "2") && !route(ALLOWED)) {
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }
+    if (loose_route()) {
+        if (is_method("BYE")) ds_load_update();
+        route(RELAY);
+        exit;
+    }
+    if (is_method("ACK")) {
+        # ACK to a negative reply: t_check_trans() absorbs it; stray ones are dropped.
+        if (t_check_trans()) route(RELAY);
+        exit;
+    }
+    sl_send_reply("404", "Not here");
+}
+
+# New INVITE from a caller/carrier → the least-loaded worker.
+route[TO_WORKER] {
+    remove_hf("Route");  # a preloaded route (e.g. the carrier honouring our Path) is us
+    record_route();
+    if (!ds_select_dst("@SET@", "10", "@NWORKERS@")) {
+        xlog("L_NOTICE", "FRONT noworker callid=$ci\n");
+        sl_send_reply("503", "Service Unavailable");
+        exit;
+    }
+    xlog("L_INFO", "FRONT dispatch callid=$ci dst=$du\n");
+    route(WORKER_BRANCH);
+    if (!t_relay()) {
+        ds_load_unset();
+        sl_reply_error();
+    }
+    exit;
+}
+
+route[WORKER_BRANCH] {
+    t_set_fr(30000, @TIMEOUT@);  # per branch: calls the workers place keep tm's defaults
+    t_on_reply("WORKER_REPLY");
+    t_on_failure("WORKER_FAILED");
+}
+
+onreply_route[WORKER_REPLY] {
+    if (is_method("INVITE") && status =~ "^2[0-9][0-9]$") ds_load_update();
+}
+
+failure_route[WORKER_FAILED] {
+    if (t_is_canceled()) exit;  # the CANCEL already released the load
+    if (t_check_status("486|408|480|500|503") || t_branch_timeout()) {
+        # Next worker first: with algorithm 10 ds_next_dst() moves the call's load along.
+        if (ds_next_dst()) {
+            xlog("L_NOTICE", "FRONT failover callid=$ci status=$T_reply_code next=$du\n");
+            route(WORKER_BRANCH);
+            if (t_relay()) exit;
+        }
+        ds_load_unset();
+        xlog("L_NOTICE", "FRONT exhausted callid=$ci status=$T_reply_code\n");
+        t_reply("503", "Service Unavailable");
+        exit;
+    }
+    ds_load_unset();  # any other final answer (404, 603, ...) goes back to the caller as is
+}
+
+# Initial request from a worker: its trunk REGISTER, an outbound call, a probe to a carrier.
+route[FROM_WORKER] {
+    remove_hf("Route");  # the worker's outbound-proxy route is us
+    if (uri == myself) {
+        if (is_method("INVITE")) {
+            route(TO_WORKER);
+        }
+        sl_send_reply("404", "Not Found");
+        exit;
+    }
+    if (is_method("REGISTER")) {
+        add_path();
+    } else if (is_method("INVITE|SUBSCRIBE|REFER")) {
+        record_route();
+    }
+    xlog("L_INFO", "FRONT outbound method=$rm src=$si:$sp ruri=$ru\n");
+    route(RELAY);
+}
+
+route[RELAY] {
+    if (!t_relay()) sl_reply_error();
+    exit;
+}
+"""

@@ -1,0 +1,451 @@
+"""sipp as a test peer: stand-in workers (UAS) that count calls, and callers (UAC) whose
+final status codes are read back from sipp's own message trace.
+
+    with SippUas(tmp_path) as worker:                       # answers OPTIONS and INVITE
+        out = call("127.0.0.1", port, "100", workdir=tmp_path, expect=200)
+        assert out.codes == [200] and worker.call_count == 1
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tests.support import free_udp_port, wait_until
+
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+
+_SDP = """v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 8 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000"""
+
+_REPLY_200 = """
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
+def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> str:
+    """A worker: 200 to OPTIONS (so dispatcher probing sees it alive), answers INVITE with
+    `answer` and, when 200, holds the call until BYE (or sends BYE itself after hangup_after_ms).
+    INFO mid-call gets 200. Writes `INVITE <call-id>` / `BYE <call-id>` lines to its log."""
+    tag = "[pid]SIPpTag01[call_number]"
+    if answer != 200:
+        body = f"""
+  <send>
+    <![CDATA[
+
+      SIP/2.0 {answer} Test Answer
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag={tag}
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <nop next="end"/>"""
+    else:
+        if hangup_after_ms is None:
+            ending = f"""
+  <label id="incall"/>
+  <recv request="INFO" optional="true" next="info"/>
+  <recv request="BYE">
+    <action><log message="BYE [call_id]"/></action>
+  </recv>{_REPLY_200}
+  <nop next="end"/>
+  <label id="info"/>{_REPLY_200}
+  <nop next="incall"/>"""
+        else:
+            ending = f"""
+  <pause milliseconds="{hangup_after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$local];tag={tag}
+      To: [$remote]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200">
+    <action><log message="BYE [call_id]"/></action>
+  </recv>
+  <nop next="end"/>"""
+        body = f"""
+  <send retrans="500">
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag={tag}
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:worker@[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {_SDP}
+
+    ]]>
+  </send>
+  <recv request="ACK"/>{ending}"""
+    # sipp refuses variables that are set but never used: capture the parties only for BYE.
+    capture = "" if hangup_after_ms is None or answer != 200 else """
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="local"/>"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="test worker">
+  <recv request="OPTIONS" optional="true" next="options"/>
+  <recv request="INVITE" rrs="true">
+    <action>{capture}
+      <log message="INVITE [call_id]"/>
+    </action>
+  </recv>{body}
+  <label id="options"/>{_REPLY_200}
+  <label id="end"/>
+</scenario>
+"""
+
+
+def uac_scenario(
+    *, expect: int = 200, hold_ms: int = 500, info: bool = False, remote_hangup: bool = False
+) -> str:
+    """A caller: INVITE, expect final status `expect`. On 200: ACK, optional INFO, then BYE after
+    hold_ms (or wait for the callee's BYE). On anything else: ACK the failure and stop."""
+    invite = f"""
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {_SDP}
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>"""
+    in_dialog = """
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]"""
+    if expect != 200:
+        rest = f"""
+  <recv response="{expect}"/>
+  <send>
+    <![CDATA[
+
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+    else:
+        rest = f"""
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0{in_dialog}
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+        if info:
+            rest += f"""
+  <send retrans="500">
+    <![CDATA[
+
+      INFO [next_url] SIP/2.0{in_dialog}
+      CSeq: 2 INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal=5
+      Duration=160
+
+    ]]>
+  </send>
+  <recv response="200"/>"""
+        if remote_hangup:
+            rest += f"""
+  <recv request="BYE"/>{_REPLY_200}"""
+        else:
+            rest += f"""
+  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0{in_dialog}
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="test caller">{invite}{rest}
+</scenario>
+"""
+
+
+def _base_args(scenario: Path, address: str, port: int, stem: Path) -> list[str]:
+    return [
+        SIPP, "-sf", str(scenario), "-i", str(address), "-p", str(port), "-t", "u1",
+        "-nostdin", "-trace_msg", "-message_file", f"{stem}.messages.log",
+        "-trace_err", "-error_file", f"{stem}.errors.log",
+        "-trace_logs", "-log_file", f"{stem}.actions.log",
+        "-mp", str(free_udp_port(address)),  # distinct RTP echo ports so several sipps coexist
+    ]
+
+
+class SippUas:
+    """A sipp UAS on address:<free port>, standing in for a worker; counts calls it took."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        name: str | None = None,
+        address: str = "127.0.0.1",
+        port: int | None = None,
+        hangup_after_ms: int | None = None,
+        answer: int = 200,
+    ) -> None:
+        self.address = address
+        self.port = port or free_udp_port(address)
+        self.name = name or f"uas{self.port}"
+        self.workdir = workdir
+        self._stem = workdir / self.name
+        self._scenario = workdir / f"{self.name}.xml"
+        self._scenario.write_text(uas_scenario(hangup_after_ms=hangup_after_ms, answer=answer))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.address}:{self.port}"
+
+    def start(self) -> SippUas:
+        if self._proc is not None:
+            raise RuntimeError("already running")
+        args = _base_args(self._scenario, self.address, self.port, self._stem)
+        with open(f"{self._stem}.stdout", "ab") as out:
+            self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, cwd=self.workdir)
+        if not wait_until(self._listening, timeout=5):
+            raise RuntimeError(f"sipp UAS did not bind {self.address}:{self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"sipp UAS exited; see {self._stem}.stdout")
+        with open("/proc/net/udp") as f:  # bound = the kernel lists the port
+            return f":{self.port:04X} " in f.read()
+
+    def stop(self, *, crash: bool = False) -> None:
+        """Stop it; `crash=True` is kill -9, as a dying worker would."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> SippUas:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _log_lines(self) -> list[str]:
+        path = Path(f"{self._stem}.actions.log")
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+    def invites(self) -> list[str]:
+        """Call-IDs of the INVITEs this worker received, in order."""
+        return [line.split(" ", 1)[1] for line in self._log_lines() if line.startswith("INVITE ")]
+
+    @property
+    def call_count(self) -> int:
+        return len(self.invites())
+
+    @property
+    def active_calls(self) -> int:
+        lines = self._log_lines()
+        return sum(1 for x in lines if x.startswith("INVITE ")) - sum(
+            1 for x in lines if x.startswith("BYE ")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What sipp saw: exit status (0 = every call went as the scenario expected) and, per call,
+    the final status of its INVITE in arrival order (None if no final response came)."""
+
+    returncode: int
+    codes: list[int | None]
+    messages_log: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+_BLOCK = re.compile(r"message received \[\d+\] bytes :\s*\n\n(.*?)(?=\n-{20,}|\Z)", re.S)
+
+
+def final_codes(messages_log: Path) -> list[int | None]:
+    """Final INVITE status per Call-ID from a sipp -trace_msg file, in order of first sight."""
+    text = messages_log.read_text(errors="replace") if messages_log.exists() else ""
+    codes: dict[str, int | None] = {}
+    for sent in re.finditer(r"^Call-ID: (\S+)", text, re.M | re.I):
+        codes.setdefault(sent.group(1), None)
+    for block in _BLOCK.finditer(text):
+        msg = block.group(1)
+        status = re.match(r"SIP/2\.0 (\d{3})", msg)
+        cseq = re.search(r"^CSeq:\s*\d+\s+(\w+)", msg, re.M | re.I)
+        call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.M | re.I)
+        if status and cseq and call_id and cseq.group(1) == "INVITE":
+            code = int(status.group(1))
+            if code >= 200 and codes.get(call_id.group(1)) is None:
+                codes[call_id.group(1)] = code
+    return list(codes.values())
+
+
+class SippUac:
+    """sipp placing `calls` calls (at most `concurrent` at once) to host:port, dialling `number`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        number: str,
+        *,
+        workdir: Path,
+        calls: int = 1,
+        concurrent: int | None = None,
+        rate: int = 50,
+        expect: int = 200,
+        hold_ms: int = 500,
+        info: bool = False,
+        remote_hangup: bool = False,
+        caller: str = "5550001",
+        local_address: str = "127.0.0.1",
+        timeout_s: float = 20.0,
+    ) -> None:
+        self.host, self.port, self.number = host, port, number
+        self.calls = calls
+        self.timeout_s = timeout_s
+        self.name = f"uac{free_udp_port(local_address)}"
+        self._stem = workdir / self.name
+        self.workdir = workdir
+        scenario = workdir / f"{self.name}.xml"
+        scenario.write_text(uac_scenario(expect=expect, hold_ms=hold_ms, info=info,
+                                         remote_hangup=remote_hangup))
+        self._args = [
+            *_base_args(scenario, local_address, free_udp_port(local_address), self._stem),
+            f"{host}:{port}", "-s", number, "-key", "caller", caller,
+            "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate),
+            "-recv_timeout", str(int(timeout_s * 1000)), "-timeout", f"{int(timeout_s) + 5}s",
+        ]
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SippUac:
+        with open(f"{self._stem}.stdout", "ab") as out:
+            self._proc = subprocess.Popen(self._args, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, cwd=self.workdir)
+        return self
+
+    def wait(self, timeout: float | None = None) -> CallOutcome:
+        if self._proc is None:
+            raise RuntimeError("not started")
+        try:
+            rc = self._proc.wait(timeout=timeout or self.timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            rc = self._proc.wait()
+        log = Path(f"{self._stem}.messages.log")
+        return CallOutcome(returncode=rc, codes=final_codes(log), messages_log=log)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def call(
+    host: str,
+    port: int,
+    number: str,
+    *,
+    workdir: Path,
+    expect: int = 200,
+    calls: int = 1,
+    hold_ms: int = 200,
+    info: bool = False,
+    remote_hangup: bool = False,
+    local_address: str = "127.0.0.1",
+    timeout_s: float = 20.0,
+) -> CallOutcome:
+    """Place call(s) and wait: `call(h, p, "100", workdir=d, expect=503).codes == [503]`."""
+    uac = SippUac(host, port, number, workdir=workdir, expect=expect, calls=calls,
+                  hold_ms=hold_ms, info=info, remote_hangup=remote_hangup,
+                  local_address=local_address, timeout_s=timeout_s)
+    return uac.start().wait()
