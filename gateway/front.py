@@ -282,13 +282,15 @@ class Front:
         self.kamcmd("dispatcher.set_state", _STATE_CODES[state], str(WORKER_SET), w.uri)
 
     def destinations(self) -> list[dict[str, object]]:
-        """One dict per worker: uri, uid, flags (e.g. 'AP'), state, probing, max_load."""
+        """One dict per worker: uri, uid, flags ('AP'), state, probing, max_load, load."""
         tree = parse_rpc_tree(self.kamcmd("dispatcher.list"))
         result: list[dict[str, object]] = []
         for dest in _walk(tree, "DEST"):
             fields = {k: v for k, v in dest if isinstance(v, str)}
             attrs = next((v for k, v in dest if k == "ATTRS" and isinstance(v, list)), [])
             attr = {k: v for k, v in attrs if isinstance(v, str)}
+            runtime = next((v for k, v in dest if k == "RUNTIME" and isinstance(v, list)), [])
+            load = dict((k, v) for k, v in runtime if isinstance(v, str)).get("DLGLOAD", "")
             flags = fields.get("FLAGS", "")
             maxload = attr.get("MAXLOAD", "")
             result.append({
@@ -298,6 +300,7 @@ class Front:
                 "state": _FLAG_STATES.get(flags[:1], "unknown"),
                 "probing": flags[1:2] == "P",
                 "max_load": int(maxload) if maxload.isdigit() else None,
+                "load": int(load) if load.isdigit() else None,  # calls in progress
             })
         return result
 
@@ -339,8 +342,11 @@ loadmodule "ipops.so"
 loadmodule "dispatcher.so"
 
 modparam("ctl", "binrpc", "unix:@CTL@")
-# Transactions the workers start (trunk REGISTER, outbound calls) keep tm's default timers;
-# only the front→worker INVITE branch gets the short worker timeout (t_set_fr below).
+# fr_timer also bounds dispatcher's OPTIONS probes, so it is the worker timeout: a dead worker
+# is marked down within ping_interval + this. Requests to carriers get tm's usual timers back
+# with t_set_fr() in FROM_WORKER/WITHINDLG, so a slow carrier is not cut off.
+modparam("tm", "fr_timer", @TIMEOUT@)
+modparam("tm", "fr_inv_timer", 120000)
 modparam("tm", "failure_reply_mode", 3)
 modparam("rr", "enable_double_rr", 1)
 
@@ -420,6 +426,7 @@ route[WITHINDLG] {
     }
     if (loose_route()) {
         if (is_method("BYE")) ds_load_update();
+        t_set_fr(120000, 30000);
         route(RELAY);
         exit;
     }
@@ -492,6 +499,7 @@ route[FROM_WORKER] {
         record_route();
     }
     xlog("L_INFO", "FRONT outbound method=$rm src=$si:$sp ruri=$ru\n");
+    t_set_fr(120000, 30000);
     route(RELAY);
 }
 

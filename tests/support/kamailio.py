@@ -33,7 +33,7 @@ log_stderror=yes
 children=2
 auto_aliases=no
 listen=udp:@ADDR@:@PORT@
-alias="@DOMAIN@"
+alias="@DOMAIN@:@PORT@"  # with the port: other local test peers share 127.0.0.1
 
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"

@@ -111,6 +111,7 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
       [last_To:];tag={tag}
       [last_Call-ID:]
       [last_CSeq:]
+      [last_Record-Route:]
       Contact: <sip:worker@[local_ip]:[local_port]>
       Content-Type: application/sdp
       Content-Length: [len]
@@ -153,7 +154,7 @@ def uac_scenario(
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
       CSeq: 1 INVITE
-      Contact: <sip:[caller]@[local_ip]:[local_port]>
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
       Max-Forwards: 70
       Content-Type: application/sdp
       Content-Length: [len]
@@ -241,9 +242,11 @@ def uac_scenario(
 """
 
 
-def _base_args(scenario: Path, address: str, port: int, stem: Path) -> list[str]:
+def _base_args(
+    scenario: Path, address: str, port: int, stem: Path, transport: str = "u1"
+) -> list[str]:
     return [
-        SIPP, "-sf", str(scenario), "-i", str(address), "-p", str(port), "-t", "u1",
+        SIPP, "-sf", str(scenario), "-i", str(address), "-p", str(port), "-t", transport,
         "-nostdin", "-trace_msg", "-message_file", f"{stem}.messages.log",
         "-trace_err", "-error_file", f"{stem}.errors.log",
         "-trace_logs", "-log_file", f"{stem}.actions.log",
@@ -388,6 +391,7 @@ class SippUac:
         remote_hangup: bool = False,
         caller: str = "5550001",
         local_address: str = "127.0.0.1",
+        transport: str = "u1",  # sipp -t: u1 = one UDP socket, t1 = one TCP connection
         timeout_s: float = 20.0,
     ) -> None:
         self.host, self.port, self.number = host, port, number
@@ -400,7 +404,8 @@ class SippUac:
         scenario.write_text(uac_scenario(expect=expect, hold_ms=hold_ms, info=info,
                                          remote_hangup=remote_hangup))
         self._args = [
-            *_base_args(scenario, local_address, free_udp_port(local_address), self._stem),
+            *_base_args(scenario, local_address, free_udp_port(local_address), self._stem,
+                        transport),
             f"{host}:{port}", "-s", number, "-key", "caller", caller,
             "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate),
             "-recv_timeout", str(int(timeout_s * 1000)), "-timeout", f"{int(timeout_s) + 5}s",
@@ -442,10 +447,11 @@ def call(
     info: bool = False,
     remote_hangup: bool = False,
     local_address: str = "127.0.0.1",
+    transport: str = "u1",
     timeout_s: float = 20.0,
 ) -> CallOutcome:
     """Place call(s) and wait: `call(h, p, "100", workdir=d, expect=503).codes == [503]`."""
     uac = SippUac(host, port, number, workdir=workdir, expect=expect, calls=calls,
                   hold_ms=hold_ms, info=info, remote_hangup=remote_hangup,
-                  local_address=local_address, timeout_s=timeout_s)
+                  local_address=local_address, transport=transport, timeout_s=timeout_s)
     return uac.start().wait()

@@ -1,0 +1,256 @@
+"""The Kamailio front, for real: sipp UAS processes stand in for workers, sipp UACs for callers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from gateway.front import Front, FrontError, FrontSettings, FrontWorker, render_config
+from tests.support import free_port, wait_until
+from tests.support.kamailio import KamailioRegistrar, UdpSipClient
+from tests.support.sipp import SippUac, SippUas, call
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not shutil.which("sipp"), reason="sipp (Debian sip-tester) not installed"),
+]
+
+
+@dataclass
+class Rig:
+    front: Front
+    workers: list[SippUas]
+    workdir: Path
+
+    @property
+    def port(self) -> int:
+        return self.front.settings.listen_port
+
+    def counts(self) -> list[int]:
+        return [w.call_count for w in self.workers]
+
+    def uac(self, calls: int, **kw: object) -> SippUac:
+        return SippUac("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
+                       calls=calls, rate=100, **kw)  # type: ignore[arg-type]
+
+    def call(self, expect: int = 200, **kw: object) -> list[int | None]:
+        return call("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
+                    expect=expect, **kw).codes  # type: ignore[arg-type]
+
+
+class MakeRig(Protocol):
+    def __call__(
+        self,
+        answers: tuple[int, ...] = ...,
+        *,
+        max_load: int = ...,
+        ping_interval: int = ...,
+        extra: tuple[FrontWorker, ...] = ...,
+        hangup_after_ms: int | None = ...,
+    ) -> Rig: ...
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
+    with ExitStack() as stack:
+
+        def make(
+            answers: tuple[int, ...] = (200, 200, 200),
+            *,
+            max_load: int = 2,
+            ping_interval: int = 1,
+            extra: tuple[FrontWorker, ...] = (),
+            hangup_after_ms: int | None = None,
+        ) -> Rig:
+            workers = [
+                stack.enter_context(SippUas(tmp_path, name=f"w{i}", answer=code,
+                                            hangup_after_ms=hangup_after_ms))
+                for i, code in enumerate(answers)
+            ]
+            settings = FrontSettings(
+                listen_address="127.0.0.1",
+                listen_port=free_port(),
+                workers=tuple(FrontWorker(f"w{i}", "127.0.0.1", w.port, max_load)
+                              for i, w in enumerate(workers)) + extra,
+                allow=("127.0.0.1",),
+                runtime_dir=tmp_path / "front",
+                ping_interval=ping_interval,
+                worker_timeout_ms=1000,
+            )
+            front = stack.enter_context(Front(settings))
+            return Rig(front, workers, tmp_path)
+
+        yield make
+
+
+def _settings(tmp_path: Path, **kw: object) -> FrontSettings:
+    base: dict[str, object] = dict(
+        listen_address="127.0.0.1", listen_port=5060,
+        workers=(FrontWorker("w1", "127.0.0.1", 5071, 4), FrontWorker("w2", "127.0.0.1", 5072, 4)),
+        allow=("10.0.0.0/8", "192.0.2.7"), runtime_dir=tmp_path,
+    )
+    base.update(kw)
+    return FrontSettings(**base)  # type: ignore[arg-type]
+
+
+def test_rendered_config_is_valid_kamailio(tmp_path: Path) -> None:
+    cfg, dispatcher_list = render_config(_settings(tmp_path))
+    assert "1 sip:127.0.0.1:5071 8 0 duid=w1;maxload=4" in dispatcher_list
+    assert "listen=udp:127.0.0.1:5060" in cfg and "listen=tcp:127.0.0.1:5060" in cfg
+    assert 'is_in_subnet("$si", "10.0.0.0/8")' in cfg
+    assert 'is_in_subnet("$si", "192.0.2.7/32")' in cfg
+    assert 'ds_select_dst("1", "10", "2")' in cfg
+    assert "t_set_fr(30000, 2000)" in cfg
+    (tmp_path / "kamailio.cfg").write_text(cfg)
+    (tmp_path / "dispatcher.list").write_text(dispatcher_list)
+    check = subprocess.run(["kamailio", "-c", "-f", str(tmp_path / "kamailio.cfg")],
+                           capture_output=True, text=True, timeout=20)
+    assert check.returncode == 0, check.stderr[-2000:]
+
+
+@pytest.mark.parametrize("bad", [
+    dict(workers=(FrontWorker('w"1', "127.0.0.1", 5071, 4),)),
+    dict(workers=(FrontWorker("w1", "127.0.0.1", 5071, 4),) * 2),
+    dict(workers=(FrontWorker("w1", "127.0.0.1", 5071, 0),)),
+    dict(workers=()),
+])
+def test_bad_settings_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
+    with pytest.raises(FrontError):
+        render_config(_settings(tmp_path, **bad))
+
+
+@pytest.mark.parametrize("bad", [dict(allow=('1.2.3.4"); exit; #',)), dict(listen_address="x")])
+def test_values_that_could_inject_script_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        render_config(_settings(tmp_path, **bad))
+
+
+def test_calls_spread_by_load_and_overflow_gets_503(make_rig: MakeRig) -> None:
+    rig = make_rig()
+    held = rig.uac(6, hold_ms=2500).start()
+    assert wait_until(lambda: sum(w.active_calls for w in rig.workers) == 6, timeout=5)
+    assert rig.counts() == [2, 2, 2]
+    assert sorted(d["load"] for d in rig.front.destinations()) == [2, 2, 2]  # type: ignore[type-var]
+    # Every worker is at max_load: the front answers for them.
+    assert rig.call(expect=503) == [503]
+    outcome = held.wait()
+    assert outcome.ok and outcome.codes == [200] * 6
+    # BYEs released the load: calls are accepted again.
+    assert wait_until(lambda: all(d["load"] == 0 for d in rig.front.destinations()), timeout=3)
+    assert rig.call() == [200]
+
+
+def test_in_dialog_requests_follow_the_call(make_rig: MakeRig) -> None:
+    rig = make_rig((200,))
+    assert rig.call(info=True) == [200]  # ACK, INFO and BYE through the front's Record-Route
+    assert rig.call(transport="t1") == [200]  # TCP caller, UDP worker
+    assert rig.workers[0].active_calls == 0
+
+
+def test_worker_hangup_reaches_the_caller(make_rig: MakeRig) -> None:
+    rig = make_rig((200,), hangup_after_ms=300)
+    outcome = call("127.0.0.1", rig.port, "100", workdir=rig.workdir, remote_hangup=True)
+    assert outcome.ok and outcome.codes == [200]
+    assert wait_until(lambda: rig.front.destinations()[0]["load"] == 0, timeout=2)
+
+
+def test_source_outside_allow_list_gets_403(make_rig: MakeRig) -> None:
+    rig = make_rig((200,))
+    codes = call("127.0.0.1", rig.port, "100", workdir=rig.workdir, expect=403,
+                 local_address="127.0.0.2").codes
+    assert codes == [403]
+    assert rig.counts() == [0]
+
+
+def test_disabled_worker_gets_no_new_calls(make_rig: MakeRig) -> None:
+    rig = make_rig()
+    rig.front.set_worker_state("w0", "disabled")
+    assert rig.front.destination("w0")["state"] == "disabled"
+    time.sleep(1.5)  # a good OPTIONS ping must not re-enable it (it would with state 'i')
+    assert rig.front.destination("w0")["state"] == "disabled"
+    held = rig.uac(4, hold_ms=1500).start()
+    assert wait_until(lambda: sum(w.active_calls for w in rig.workers) == 4, timeout=5)
+    assert rig.counts() == [0, 2, 2]
+    assert rig.call(expect=503) == [503]
+    assert held.wait().ok
+    rig.front.set_worker_state(rig.workers[0].uri, "active")
+    assert rig.front.destination("w0")["state"] == "active"
+
+
+def test_dead_worker_is_marked_down_and_revived_one_rejoins(make_rig: MakeRig) -> None:
+    rig = make_rig()
+    dead = rig.workers[2]
+    dead.stop(crash=True)
+    started = time.monotonic()
+    assert wait_until(lambda: rig.front.destination("w2")["state"] == "inactive", timeout=5)
+    assert time.monotonic() - started < 4  # ping_interval 1 s + probe timeout 1 s
+    held = rig.uac(4, hold_ms=1000).start()
+    outcome = held.wait()
+    assert outcome.ok and outcome.codes == [200] * 4
+    assert rig.counts() == [2, 2, 0]
+    revived = SippUas(rig.workdir, name="w2b", port=dead.port).start()
+    try:
+        assert wait_until(lambda: rig.front.destination("w2")["state"] == "active", timeout=4)
+        assert rig.call() == [200]
+    finally:
+        revived.stop()
+
+
+def test_busy_worker_fails_over_and_exhaustion_gets_503(make_rig: MakeRig) -> None:
+    rig = make_rig((486, 200), max_load=3)
+    busy, good = rig.workers
+    held = rig.uac(2, hold_ms=1000).start()
+    outcome = held.wait()
+    assert outcome.ok and outcome.codes == [200, 200]
+    assert good.call_count == 2 and busy.call_count >= 1
+    rig.front.set_worker_state("w1", "disabled")
+    seen = busy.call_count
+    assert rig.call(expect=503) == [503]  # the busy worker's 486 is not passed on
+    assert busy.call_count == seen + 1
+
+
+def test_silent_worker_times_out_and_the_call_fails_over(make_rig: MakeRig) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        # A long ping interval keeps the silent worker "active", so only the branch timer saves us.
+        rig = make_rig((200,), ping_interval=30,
+                       extra=(FrontWorker("silent", "127.0.0.1", port, 3),))
+        started = time.monotonic()
+        outcome = rig.uac(2, hold_ms=2000).start().wait()
+        assert outcome.ok and outcome.codes == [200, 200]
+        silent.settimeout(0.1)
+        assert silent.recv(65535).startswith(b"INVITE ")
+        assert time.monotonic() - started >= 1.0  # worker_timeout_ms
+
+
+def test_trunk_registers_through_the_front_and_carrier_calls_are_dispatched(
+    make_rig: MakeRig,
+) -> None:
+    trunk_user, trunk_password = "trunk1", "t-secret"
+    with KamailioRegistrar(trunk_user, trunk_password) as carrier, UdpSipClient() as worker_sip:
+        # worker_sip plays a worker's SIP stack: it sits in the dispatcher list, so the front
+        # trusts its REGISTER; disabled so that calls go to the sipp worker only.
+        rig = make_rig((200,), extra=(FrontWorker("reg", "127.0.0.1", worker_sip.port, 4),))
+        rig.front.set_worker_state("reg", "disabled")
+        front_contact = f"sip:{trunk_user}@127.0.0.1:{rig.port}"
+        codes = worker_sip.register(
+            ("127.0.0.1", rig.port), trunk_user, trunk_password, "127.0.0.1",
+            request_uri=carrier.uri, contact=f"<{front_contact}>",
+        )
+        assert codes == [401, 200]
+        assert carrier.registered_contacts(trunk_user) == [front_contact]
+        # The carrier calls the trunk: registrar → front (the Contact) → a worker, and back.
+        outcome = call("127.0.0.1", carrier.port, trunk_user, workdir=rig.workdir)
+        assert outcome.ok and outcome.codes == [200]
+        assert rig.counts() == [1]
+        assert carrier.register_count(trunk_user, kind="ok") == 1
