@@ -130,6 +130,14 @@ def write_frame_bytes(frame: pj.MediaFrame, pcm: bytes | pj.ByteVector) -> None:
     frame.buf = pcm if isinstance(pcm, pj.ByteVector) else pj.ByteVector(pcm)
 
 
+def caused_by_remote(e: pj.SipEvent) -> bool:
+    """Whether a call state change (OnCallStateParam.e) came from a far-end message,
+    as opposed to our own request, a timeout or a transport error."""
+    if e.type == pj.PJSIP_EVENT_TSX_STATE:
+        return bool(e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG)
+    return bool(e.type == pj.PJSIP_EVENT_RX_MSG)
+
+
 # --- SIP message text -----------------------------------------------------------------
 
 

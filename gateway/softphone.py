@@ -199,13 +199,6 @@ class _Slot:
     timers: list[tuple[float, str, str]] = field(default_factory=list)
 
 
-def _from_remote(e: pj.SipEvent) -> bool:
-    """Whether a call state change was caused by a message from the far end."""
-    if e.type == pj.PJSIP_EVENT_TSX_STATE:
-        return bool(e.body.tsxState.type == pj.PJSIP_EVENT_RX_MSG)
-    return bool(e.type == pj.PJSIP_EVENT_RX_MSG)
-
-
 class _Call(pj.Call):
     def __init__(self, phone: _Phone, acc: pj.Account, slot: _Slot, call_id: int = pj.PJSUA_INVALID_ID):
         super().__init__(acc, call_id)
@@ -213,7 +206,7 @@ class _Call(pj.Call):
         self._slot = slot
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        self._phone.on_state(self._slot, self, _from_remote(prm.e))
+        self._phone.on_state(self._slot, self, pjutil.caused_by_remote(prm.e))
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self._phone.on_media(self._slot, self)
@@ -250,7 +243,6 @@ class _Phone:
         self.answer_mode = args.mode == "answer"
         self.slots: list[_Slot] = []
         self.stop_requested = False
-        self._hung_up_all = False
         frames = load_play_frames(args.play)
         self._out = [pj.ByteVector(f) for f in frames]
         self.ep: pj.Endpoint | None = None
@@ -279,14 +271,14 @@ class _Phone:
         self.acc = _Account(self)
         self.acc.create(acfg, True)
         log.info("listening on %s:%d/%s", a.bind, self.port, a.transport)
+        if self.answer_mode and a.ready_file:
+            tmp = f"{a.ready_file}.tmp"
+            Path(tmp).write_text(f"{self.port}\n")
+            os.replace(tmp, a.ready_file)  # readers never see a half-written file
 
     def run(self) -> None:
         deadline = time.monotonic() + self.args.max_duration
-        if self.answer_mode and self.args.ready_file:
-            tmp = f"{self.args.ready_file}.tmp"
-            Path(tmp).write_text(f"{self.port}\n")
-            os.replace(tmp, self.args.ready_file)  # readers never see a half-written file
-        else:
+        if not self.answer_mode:
             for i in range(self.args.calls):
                 self._place_call(i + 1)
         stop_at: float | None = None
@@ -304,6 +296,15 @@ class _Phone:
 
     def release(self) -> None:
         """Drop every pj object on this thread and collect, so none dies after libDestroy()."""
+        if self.ep is not None and not self._idle():
+            # error or unresponsive peer: end the media, then still keep ports PORT_LINGER_S
+            try:
+                self.ep.hangupAllCalls()
+            except pj.Error as exc:
+                log.warning("hangupAllCalls: %s", exc.info())
+            end = time.monotonic() + PORT_LINGER_S
+            while time.monotonic() < end:
+                self.ep.libHandleEvents(10)
         for slot in self.slots:
             self._release(slot)
         self.acc = None
@@ -531,6 +532,7 @@ class _Phone:
 
     def _release(self, slot: _Slot) -> None:
         if slot.port is not None and slot.leg.pcm is None:
+            slot.port.active = False
             slot.leg.frames_received, slot.leg.pcm = slot.port.received, slot.port.frames
         slot.call = None
         slot.port = None

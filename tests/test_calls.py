@@ -235,3 +235,17 @@ def test_sigterm_drains_then_ends_calls(tmp_path):
         assert "Traceback" not in log and "Assertion" not in log
     finally:
         gw.stop()
+
+
+def test_hot_reload_keeps_last_good_set(tmp_path):
+    plans = make_plans(tmp_path / "dialplans")
+    with GatewayProcess(tmp_path, plans) as gw:
+        target = plans / "+15550200.yaml"
+        target.write_text('numbers: ["+15550200"]\nflow:\n  - sya: typo\n')
+        assert wait_until(lambda: "reload refused" in gw.log(), 10)
+        assert f"{target}:3:" in gw.log()
+        assert gw.metric("gateway_dialplan_reload_errors_total") == 1
+        assert call(gw.target, "+15550200")["calls"][0]["status"] == 200  # old plan still answers
+        target.write_text('numbers: ["+15550200"]\nreject: 480\n')
+        assert wait_until(lambda: "dialplans reloaded" in gw.log(), 10)
+        assert call(gw.target, "+15550200")["calls"][0]["status"] == 480

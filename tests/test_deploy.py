@@ -504,4 +504,6 @@ def test_kamailio_front_dispatches_and_fails_over(tmp_path: Path) -> None:
         output = proc.communicate(timeout=15)[0].decode(errors="replace")
         for node in (node_a, node_b):
             node.sock.close()
-    assert not re.search(r" (ERROR|CRITICAL|ALERT|BUG): ", output), output[-3000:]
+    # Errors while serving count; the teardown after SIGTERM logs some noise of its own.
+    serving = re.split(r"handle_sigs\(\)|signal 15 received", output, maxsplit=1)[0]
+    assert not re.search(r" (ERROR|CRITICAL|ALERT|BUG): ", serving), serving[-3000:]

@@ -46,41 +46,29 @@ _REPLY_200 = """
   </send>"""
 
 
+_END = '<action><log message="END [call_id]"/></action>'
+
+
 def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> str:
-    """A worker: 200 to OPTIONS (so dispatcher probing sees it alive), answers INVITE with
-    `answer` and, when 200, holds the call until BYE (or sends BYE itself after hangup_after_ms).
-    INFO mid-call gets 200. Writes `INVITE <call-id>` / `BYE <call-id>` lines to its log."""
+    """A worker: 200 to OPTIONS (so dispatcher probing sees it alive), then per INVITE:
+    answer=200: answer, hold until BYE (or send BYE itself after hangup_after_ms), 200 to INFO;
+    answer=180: ring until CANCEL (200, then 487); anything else: reject with that code.
+    Logs `INVITE <call-id>` when a call arrives and `END <call-id>` when it is over."""
     tag = "[pid]SIPpTag01[call_number]"
-    if answer != 200:
+    capture = ""  # sipp refuses variables that are set but never used: capture only if needed
+    if answer == 200 and hangup_after_ms is None:
         body = f"""
-  <send>
-    <![CDATA[
-
-      SIP/2.0 {answer} Test Answer
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag={tag}
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="ACK"/>
-  <nop next="end"/>"""
-    else:
-        if hangup_after_ms is None:
-            ending = f"""
   <label id="incall"/>
   <recv request="INFO" optional="true" next="info"/>
-  <recv request="BYE">
-    <action><log message="BYE [call_id]"/></action>
-  </recv>{_REPLY_200}
+  <recv request="BYE">{_END}</recv>{_REPLY_200}
   <nop next="end"/>
   <label id="info"/>{_REPLY_200}
   <nop next="incall"/>"""
-        else:
-            ending = f"""
+    elif answer == 200:
+        capture = """
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="local"/>"""
+        body = f"""
   <pause milliseconds="{hangup_after_ms}"/>
   <send retrans="500">
     <![CDATA[
@@ -97,14 +85,34 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
 
     ]]>
   </send>
-  <recv response="200">
-    <action><log message="BYE [call_id]"/></action>
-  </recv>
+  <recv response="200">{_END}</recv>
   <nop next="end"/>"""
+    elif answer == 180:
+        capture = """
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cseq"/>"""
         body = f"""
-  <send retrans="500">
+  <recv request="CANCEL"/>{_REPLY_200}
+  <send>
     <![CDATA[
 
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag={tag}
+      [last_Call-ID:]
+      CSeq: [$cseq] INVITE
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK">{_END}</recv>
+  <nop next="end"/>"""
+    else:
+        body = f"""
+  <recv request="ACK">{_END}</recv>
+  <nop next="end"/>"""
+    if answer == 200:
+        first = f"""
       SIP/2.0 200 OK
       [last_Via:]
       [last_From:]
@@ -117,14 +125,21 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
       Content-Length: [len]
 
       {_SDP}
-
-    ]]>
-  </send>
-  <recv request="ACK"/>{ending}"""
-    # sipp refuses variables that are set but never used: capture the parties only for BYE.
-    capture = "" if hangup_after_ms is None or answer != 200 else """
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="local"/>"""
+"""
+    else:
+        first = f"""
+      SIP/2.0 {answer} {"Ringing" if answer == 180 else "Test Answer"}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag={tag}
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:worker@[local_ip]:[local_port]>
+      Content-Length: 0
+"""
+    retrans = ' retrans="500"' if answer == 200 else ""
+    answer_ack = '\n  <recv request="ACK"/>' if answer == 200 else ""
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="test worker">
   <recv request="OPTIONS" optional="true" next="options"/>
@@ -132,7 +147,12 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
     <action>{capture}
       <log message="INVITE [call_id]"/>
     </action>
-  </recv>{body}
+  </recv>
+  <send{retrans}>
+    <![CDATA[
+{first}
+    ]]>
+  </send>{answer_ack}{body}
   <label id="options"/>{_REPLY_200}
   <label id="end"/>
 </scenario>
@@ -333,7 +353,7 @@ class SippUas:
     def active_calls(self) -> int:
         lines = self._log_lines()
         return sum(1 for x in lines if x.startswith("INVITE ")) - sum(
-            1 for x in lines if x.startswith("BYE ")
+            1 for x in lines if x.startswith("END ")
         )
 
 

@@ -1,0 +1,65 @@
+"""`gateway check`: every error as file:line, non-zero exit; the shipped files pass."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.gateway import REPO
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "check", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_shipped_config_and_dialplans_pass():
+    done = check("--dialplans", str(REPO / "dialplans"))
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+
+
+def test_every_dialplan_error_is_reported_with_file_and_line(tmp_path: Path):
+    (tmp_path / "+1555.yaml").write_text(
+        'numbers: ["+1555"]\n'
+        "flow:\n"
+        "  - sya: hello\n"          # line 3: unknown step
+        "  - pause: -1\n")           # line 4: negative pause
+    (tmp_path / "+1666.yaml").write_text('numbers: ["+1666"]\nreject: 99\n')  # line 2
+    (tmp_path / "default.yaml").write_text("reject: 404\n")
+    done = check("--dialplans", str(tmp_path))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert any(line.startswith(f"{tmp_path}/+1555.yaml:3:") for line in lines), lines
+    assert any(line.startswith(f"{tmp_path}/+1555.yaml:4:") for line in lines), lines
+    assert any(line.startswith(f"{tmp_path}/+1666.yaml:2:") for line in lines), lines
+
+
+def test_config_errors_point_at_the_line(tmp_path: Path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("sip:\n  port: 99999\nworkers: 2\n")
+    done = check("--config", str(config))
+    assert done.returncode == 1
+    assert f"{config}:2:" in done.stderr
+
+
+def test_scale_settings_are_checked(tmp_path: Path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("sip:\n  rtp_port_count: 10\nworkers: 4\ncalls_per_worker: 4\n")
+    done = check("--config", str(config))
+    assert done.returncode == 1
+    assert "rtp_port_count" in done.stderr
+
+
+def test_trunk_password_must_come_from_the_environment(tmp_path: Path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "trunks:\n"
+        "  - name: carrier\n"
+        "    registrar: sip:127.0.0.1\n"
+        "    username: gw\n"
+        "    password_env: SURELY_UNSET_PASSWORD_VAR\n")
+    done = check("--config", str(config))
+    assert done.returncode == 1
+    assert f"{config}:5:" in done.stderr and "SURELY_UNSET_PASSWORD_VAR" in done.stderr
