@@ -125,7 +125,7 @@ def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
         sip = node.fields(_SIP_KEYS, errors)
         take(sip, "address", "sip_address", yamlfile.Node.as_str)
         take(sip, "port", "sip_port", lambda n: n.as_int(at_least=1, at_most=65535))
-        take(sip, "public_address", "public_address", yamlfile.Node.as_str)
+        take(sip, "public_address", "public_address", lambda n: None if n.is_null else n.as_str())
         take(sip, "rtp_port_start", "rtp_port_start", lambda n: n.as_int(at_least=1024, at_most=65534))
         take(sip, "rtp_port_count", "rtp_port_count", lambda n: n.as_int(at_least=2))
     if (node := doc.get("metrics")) is not None:

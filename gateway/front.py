@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from gateway.errors import GatewayError
 
@@ -33,6 +33,18 @@ State = Literal["active", "inactive", "disabled", "probing"]
 _STATE_CODES: dict[str, str] = {"active": "ap", "inactive": "ip", "disabled": "d", "probing": "tp"}
 _FLAG_STATES = {"A": "active", "I": "inactive", "D": "disabled", "T": "trying"}
 _UID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Destination(TypedDict):
+    """One worker as the front sees it (parsed from `kamcmd dispatcher.list`)."""
+
+    uri: str
+    uid: str
+    flags: str  # Kamailio's letters: A/I/T/D state + P (probed) or X (not probed)
+    state: str  # active | inactive | trying | disabled
+    probing: bool
+    max_load: int | None
+    load: int | None  # calls in progress through the front
 
 
 class FrontError(GatewayError):
@@ -68,17 +80,23 @@ def _host(address: str) -> str:
 
 
 def _validate(s: FrontSettings) -> list[str]:
-    """Everything that goes into the config is checked here, so nothing can inject script."""
-    ipaddress.ip_address(s.listen_address)
-    if s.advertise is not None:
-        ipaddress.ip_address(s.advertise)
+    """Everything that goes into the config is checked here, so nothing can inject script.
+    Returns the allow list as normalised networks."""
+    try:
+        for address in (s.listen_address, s.advertise, *(w.address for w in s.workers)):
+            if address is not None:
+                ipaddress.ip_address(address)
+        networks = [str(ipaddress.ip_network(a, strict=False)) for a in s.allow]
+    except ValueError as exc:
+        raise FrontError(f"front settings: {exc}") from exc
+    if any(c in str(s.runtime_dir) for c in '"\\\r\n'):
+        raise FrontError(f"front runtime_dir has quote or control characters: {s.runtime_dir}")
     if not 0 < s.listen_port < 65536:
         raise FrontError(f"front listen port out of range: {s.listen_port}")
     if not s.workers:
         raise FrontError("the front needs at least one worker")
     seen: set[str] = set()
     for w in s.workers:
-        ipaddress.ip_address(w.address)
         if not _UID.match(w.uid) or w.uid in seen:
             raise FrontError(f"worker uid must be unique and [A-Za-z0-9_.-]: {w.uid!r}")
         seen.add(w.uid)
@@ -86,7 +104,7 @@ def _validate(s: FrontSettings) -> list[str]:
             raise FrontError(f"worker {w.uid}: bad port {w.port} or max_load {w.max_load}")
     if s.ping_interval < 1 or s.worker_timeout_ms < 100:
         raise FrontError("ping_interval must be >= 1 s and worker_timeout_ms >= 100 ms")
-    return [str(ipaddress.ip_network(a, strict=False)) for a in s.allow]
+    return networks
 
 
 def render_dispatcher_list(s: FrontSettings) -> str:
@@ -281,10 +299,10 @@ class Front:
             raise FrontError(f"unknown worker state {state!r}")
         self.kamcmd("dispatcher.set_state", _STATE_CODES[state], str(WORKER_SET), w.uri)
 
-    def destinations(self) -> list[dict[str, object]]:
-        """One dict per worker: uri, uid, flags ('AP'), state, probing, max_load, load."""
+    def destinations(self) -> list[Destination]:
+        """One dict per worker, in Kamailio's order."""
         tree = parse_rpc_tree(self.kamcmd("dispatcher.list"))
-        result: list[dict[str, object]] = []
+        result: list[Destination] = []
         for dest in _walk(tree, "DEST"):
             fields = {k: v for k, v in dest if isinstance(v, str)}
             attrs = next((v for k, v in dest if k == "ATTRS" and isinstance(v, list)), [])
@@ -300,11 +318,11 @@ class Front:
                 "state": _FLAG_STATES.get(flags[:1], "unknown"),
                 "probing": flags[1:2] == "P",
                 "max_load": int(maxload) if maxload.isdigit() else None,
-                "load": int(load) if load.isdigit() else None,  # calls in progress
+                "load": int(load) if load.isdigit() else None,
             })
         return result
 
-    def destination(self, worker: str | FrontWorker) -> dict[str, object]:
+    def destination(self, worker: str | FrontWorker) -> Destination:
         uri = self._worker(worker).uri
         for d in self.destinations():
             if d["uri"] == uri:

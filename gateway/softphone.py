@@ -72,7 +72,7 @@ def _read_wav_8k(path: Path) -> np.ndarray:
     if rate != RATE:
         import soxr
 
-        x = soxr.resample(x, rate, RATE)
+        x = np.asarray(soxr.resample(x, rate, RATE), dtype=np.float32)  # HQ: offline, lag is harmless
     return (np.clip(x, -1, 1) * 32767).astype("<i2")
 
 
@@ -324,6 +324,7 @@ class _Phone:
         for slot in self.slots:
             leg = slot.leg
             if leg.record_path:
+                Path(leg.record_path).parent.mkdir(parents=True, exist_ok=True)
                 write_wav(leg.record_path, leg.pcm or [])
 
     # placing and answering
@@ -580,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--from-user", default="softphone")
     c.add_argument("--calls", type=_calls, default=1, help="identical concurrent calls (1-4)")
     c.add_argument("--record", help="WAV of received audio (OUT-1.wav, OUT-2.wav... when --calls > 1)")
-    c.add_argument("--dtmf", type=_dtmf_spec, action="append", default=[], help="DIGITS@SECONDS after answer")
+    c.add_argument("--dtmf", type=_dtmf_spec, action="append", default=[], help="DIGITS[@SECONDS after answer, default 1]")
     c.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
     c.add_argument("--cancel-after", type=float, help="CANCEL this many seconds after the INVITE if unanswered")
     c.add_argument("--max-duration", type=float, default=30.0, help="hang up everything after this long")
@@ -621,7 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         error, code = f"{type(exc).__name__}: {getattr(exc, 'info', lambda: exc)()}", 1
     phone.release()
     # Results first: libDestroy() takes ~1 s and a SIGTERM'd caller wants the JSON now.
-    phone.write_recordings()
+    try:
+        phone.write_recordings()
+    except OSError as exc:
+        error, code = error or f"recording: {exc}", 1
     out = phone.result()
     if error:
         out["error"] = error

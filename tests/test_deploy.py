@@ -131,7 +131,8 @@ def test_k8s_gateway_drains_and_is_scraped() -> None:
     labels = sts["spec"]["template"]["metadata"]["labels"]
     for selector in (service["spec"]["selector"], sts["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    monitored = monitor["spec"]["selector"]["matchLabels"]
+    assert monitored.items() <= service["metadata"]["labels"].items()
     service_ports = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
 
@@ -243,7 +244,7 @@ def test_compose_references_and_ports() -> None:
         assert int(attrs["maxload"]) == config["calls_per_worker"] <= _max_calls_built()
         start, count = config["sip"]["rtp_port_start"], config["sip"]["rtp_port_count"]
         rtp_ranges.append(range(start, start + count))
-    assert not set(rtp_ranges[0]) & set(rtp_ranges[1]), "nodes share the host: RTP ranges must differ"
+    assert not set(rtp_ranges[0]) & set(rtp_ranges[1]), "nodes on one host need distinct RTP ranges"
 
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/gateway.yaml").read_text())
     dashboards_dir = provider["providers"][0]["options"]["path"]
@@ -326,7 +327,9 @@ def test_dashboard_queries_known_metrics_only() -> None:
 
 # ---------------------------------------------------------------- Kamailio front
 
-kamailio_required = pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio not installed")
+kamailio_required = pytest.mark.skipif(
+    shutil.which("kamailio") is None, reason="kamailio not installed"
+)
 
 
 def _defines(tmp: Path, dispatcher_list: Path, carrier_nets: str) -> list[str]:
@@ -392,10 +395,11 @@ class FakeNode(threading.Thread):
         out = [f"SIP/2.0 {code} Fake"]
         for key, value in headers:
             low = key.lower()
-            if low in ("via", "from", "call-id", "cseq") or (low == "record-route" and 100 < code < 300):
+            if low in ("via", "from", "call-id", "cseq") or (low == "record-route" and code == 200):
                 out.append(f"{key}: {value}")
             elif low == "to":
-                out.append(f"To: {value}" + (";tag=node" if code > 100 and "tag=" not in value else ""))
+                tag = ";tag=node" if code > 100 and "tag=" not in value else ""
+                out.append(f"To: {value}{tag}")
         if code == 200:
             out.append(f"Contact: <sip:gw@127.0.0.1:{self.port}>")
         return "\r\n".join([*out, "Content-Length: 0", "", ""]).encode()

@@ -38,13 +38,15 @@ class Rig:
     def counts(self) -> list[int]:
         return [w.call_count for w in self.workers]
 
-    def uac(self, calls: int, **kw: object) -> SippUac:
+    def uac(self, calls: int, hold_ms: int) -> SippUac:
+        """`calls` concurrent calls, each held `hold_ms` (start() it, then wait())."""
         return SippUac("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
-                       calls=calls, rate=100, **kw)  # type: ignore[arg-type]
+                       calls=calls, rate=100, hold_ms=hold_ms)
 
-    def call(self, expect: int = 200, **kw: object) -> list[int | None]:
+    def call(self, expect: int = 200, *, info: bool = False, cancel: bool = False,
+             transport: str = "u1") -> list[int | None]:
         return call("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
-                    expect=expect, **kw).codes  # type: ignore[arg-type]
+                    expect=expect, info=info, cancel=cancel, transport=transport).codes
 
 
 class MakeRig(Protocol):
@@ -128,9 +130,15 @@ def test_bad_settings_are_refused(tmp_path: Path, bad: dict[str, object]) -> Non
         render_config(_settings(tmp_path, **bad))
 
 
-@pytest.mark.parametrize("bad", [dict(allow=('1.2.3.4"); exit; #',)), dict(listen_address="x")])
-def test_values_that_could_inject_script_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad", [
+    dict(allow=('1.2.3.4"); exit; #',)),
+    dict(listen_address="x"),
+    dict(runtime_dir=Path('/tmp/a"b')),
+])
+def test_values_that_could_inject_script_are_refused(
+    tmp_path: Path, bad: dict[str, object]
+) -> None:
+    with pytest.raises(FrontError):
         render_config(_settings(tmp_path, **bad))
 
 
@@ -139,7 +147,7 @@ def test_calls_spread_by_load_and_overflow_gets_503(make_rig: MakeRig) -> None:
     held = rig.uac(6, hold_ms=2500).start()
     assert wait_until(lambda: sum(w.active_calls for w in rig.workers) == 6, timeout=5)
     assert rig.counts() == [2, 2, 2]
-    assert sorted(d["load"] for d in rig.front.destinations()) == [2, 2, 2]  # type: ignore[type-var]
+    assert [d["load"] for d in rig.front.destinations()] == [2, 2, 2]
     # Every worker is at max_load: the front answers for them.
     assert rig.call(expect=503) == [503]
     outcome = held.wait()
@@ -161,6 +169,14 @@ def test_worker_hangup_reaches_the_caller(make_rig: MakeRig) -> None:
     outcome = call("127.0.0.1", rig.port, "100", workdir=rig.workdir, remote_hangup=True)
     assert outcome.ok and outcome.codes == [200]
     assert wait_until(lambda: rig.front.destinations()[0]["load"] == 0, timeout=2)
+
+
+def test_cancel_while_ringing_releases_the_load(make_rig: MakeRig) -> None:
+    rig = make_rig((180,), max_load=1)
+    for _ in range(2):  # with max_load 1, a leaked load would turn the second call into 503
+        assert rig.call(cancel=True) == [487]
+        assert wait_until(lambda: rig.front.destinations()[0]["load"] == 0, timeout=2)
+    assert rig.workers[0].call_count == 2 and rig.workers[0].active_calls == 0
 
 
 def test_source_outside_allow_list_gets_403(make_rig: MakeRig) -> None:
@@ -249,6 +265,8 @@ def test_trunk_registers_through_the_front_and_carrier_calls_are_dispatched(
         )
         assert codes == [401, 200]
         assert carrier.registered_contacts(trunk_user) == [front_contact]
+        path = carrier.events()[-2].fields.get("path", "")  # the REGISTER that was accepted
+        assert f"127.0.0.1:{rig.port}" in path
         # The carrier calls the trunk: registrar → front (the Contact) → a worker, and back.
         outcome = call("127.0.0.1", carrier.port, trunk_user, workdir=rig.workdir)
         assert outcome.ok and outcome.codes == [200]

@@ -37,7 +37,8 @@ def _cmd(mode: str, *args: str) -> list[str]:
 def run_call(*args: str, timeout: float = 40) -> dict[str, Any]:
     proc = subprocess.run(_cmd("call", *args), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
 
 
 class Answerer:
@@ -63,7 +64,8 @@ class Answerer:
     def result(self, timeout: float = 20) -> dict[str, Any]:
         out, err = self.proc.communicate(timeout=timeout)
         assert self.proc.returncode == 0, err[-3000:]
-        return json.loads(out)
+        result: dict[str, Any] = json.loads(out)
+        return result
 
     def terminate(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)
@@ -302,3 +304,19 @@ def test_sigterm_answerer_prints_json_and_hangs_up(answerer: Any, tmp_path: Path
     assert seen["answered"] and seen["disconnect_by"] == "local"
     (call,) = json.loads(out)["calls"]
     assert call["status"] == 200 and call["disconnect"]["by"] == "remote"
+
+
+def test_unanswered_call_ends_at_max_duration() -> None:
+    port = free_udp_port()  # nothing listens: INVITE retransmits until we give up
+    (call,) = run_call("--to", f"{LOOPBACK}:{port}", "--number", "800", "--max-duration", "1")["calls"]
+    assert call["status"] == 487 and not call["answered"] and call["disconnect"]["by"] == "local"
+    assert any(text == "hangup (max-duration)" for _, text in call["events"])
+
+
+def test_cli_rejects_more_calls_than_the_wheel_allows() -> None:
+    from gateway.softphone import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["call", "--to", "127.0.0.1:5080", "--number", "1", "--calls", "5"])
+    args = build_parser().parse_args(["call", "--to", "h:1", "--number", "1", "--dtmf", "12#@2.5", "--dtmf", "9"])
+    assert args.dtmf == [("12#", 2.5), ("9", 1.0)]

@@ -35,7 +35,6 @@ auto_aliases=no
 listen=udp:@ADDR@:@PORT@
 alias="@DOMAIN@:@PORT@"  # with the port: other local test peers share 127.0.0.1
 
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -100,7 +99,7 @@ request_route {
 }
 
 route[REGISTRAR] {
-    xlog("L_NOTICE", "REGLOG kind=rcv user=$tU expires=$hdr(Expires) src=$si:$sp ct=$ct\n");
+    xlog("L_NOTICE", "REGLOG kind=rcv user=$tU expires=$hdr(Expires) ct=$ct path=$hdr(Path)\n");
     if (!is_present_hf("Authorization")) {
         xlog("L_NOTICE", "REGLOG kind=challenged user=$tU\n");
         auth_challenge("@DOMAIN@", "1");
@@ -338,7 +337,8 @@ class SipResponse:
         return values[0] if values else None
 
 
-_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length"}
+_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
+            "l": "content-length"}
 
 
 def parse_response(data: bytes) -> SipResponse:

@@ -160,10 +160,16 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
 
 
 def uac_scenario(
-    *, expect: int = 200, hold_ms: int = 500, info: bool = False, remote_hangup: bool = False
+    *,
+    expect: int = 200,
+    hold_ms: int = 500,
+    info: bool = False,
+    remote_hangup: bool = False,
+    cancel: bool = False,
 ) -> str:
     """A caller: INVITE, expect final status `expect`. On 200: ACK, optional INFO, then BYE after
-    hold_ms (or wait for the callee's BYE). On anything else: ACK the failure and stop."""
+    hold_ms (or wait for the callee's BYE). On anything else: ACK the failure and stop.
+    cancel=True: CANCEL once it rings (180), then expect 487."""
     invite = f"""
   <send retrans="500">
     <![CDATA[
@@ -186,6 +192,27 @@ def uac_scenario(
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>"""
+    if cancel:
+        # sipp wants a mandatory recv right before a send: 180 is it, so no optional 183 after.
+        invite = invite.replace('response="180" optional="true"', 'response="180"').replace(
+            '\n  <recv response="183" optional="true"/>', "")
+        invite += """
+  <send>
+    <![CDATA[
+
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"""
+        expect = 487
     in_dialog = """
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       [routes]
@@ -409,6 +436,7 @@ class SippUac:
         hold_ms: int = 500,
         info: bool = False,
         remote_hangup: bool = False,
+        cancel: bool = False,
         caller: str = "5550001",
         local_address: str = "127.0.0.1",
         transport: str = "u1",  # sipp -t: u1 = one UDP socket, t1 = one TCP connection
@@ -422,7 +450,7 @@ class SippUac:
         self.workdir = workdir
         scenario = workdir / f"{self.name}.xml"
         scenario.write_text(uac_scenario(expect=expect, hold_ms=hold_ms, info=info,
-                                         remote_hangup=remote_hangup))
+                                         remote_hangup=remote_hangup, cancel=cancel))
         self._args = [
             *_base_args(scenario, local_address, free_udp_port(local_address), self._stem,
                         transport),
@@ -466,12 +494,13 @@ def call(
     hold_ms: int = 200,
     info: bool = False,
     remote_hangup: bool = False,
+    cancel: bool = False,
     local_address: str = "127.0.0.1",
     transport: str = "u1",
     timeout_s: float = 20.0,
 ) -> CallOutcome:
     """Place call(s) and wait: `call(h, p, "100", workdir=d, expect=503).codes == [503]`."""
     uac = SippUac(host, port, number, workdir=workdir, expect=expect, calls=calls,
-                  hold_ms=hold_ms, info=info, remote_hangup=remote_hangup,
+                  hold_ms=hold_ms, info=info, remote_hangup=remote_hangup, cancel=cancel,
                   local_address=local_address, transport=transport, timeout_s=timeout_s)
     return uac.start().wait()
