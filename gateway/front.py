@@ -251,7 +251,10 @@ class Front:
         while options_ping(address, self.settings.listen_port, timeout=0.2) != 200:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise FrontError(f"kamailio front did not start; see {self.log_path}")
+                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+                raise FrontError(
+                    f"kamailio front did not start; {self.log_path} ends with:\n" + "\n".join(tail)
+                )
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -292,8 +295,9 @@ class Front:
         raise FrontError(f"unknown worker {key!r}")
 
     def set_worker_state(self, worker: str | FrontWorker, state: State) -> None:
-        """active: takes calls; inactive/probing: out until a good ping; disabled: drained,
-        no new calls and no pings until set active again. Calls in progress are untouched."""
+        """active: takes calls. inactive: none until its next good ping. probing: still takes
+        calls, out at its next failed ping. disabled (drain): no new calls and no pings until
+        set active again. Calls in progress are never touched. Kept only until a restart."""
         w = self._worker(worker)
         if state not in _STATE_CODES:
             raise FrontError(f"unknown worker state {state!r}")

@@ -1,4 +1,4 @@
-"""gateway.softphone against itself and sipp: real SIP/RTP on 127.0.0.1 only."""
+"""gateway.sip.softphone against itself and sipp: real SIP/RTP on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _env() -> dict[str, str]:
 
 
 def _cmd(mode: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.softphone", mode, *args]
+    return [sys.executable, "-m", "gateway.sip.softphone", mode, *args]
 
 
 def run_call(*args: str, timeout: float = 40) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def udp_port_taken(port: int) -> bool:
 
 
 def test_read_frame_bytes_matches_slow_path() -> None:
-    from gateway import pjutil
+    from gateway.sip import pjutil
 
     frame = pj.MediaFrame()
     for data in (b"", b"\x01", bytes(range(256)) + bytes(64)):
@@ -130,7 +130,7 @@ def test_read_frame_bytes_matches_slow_path() -> None:
 
 
 def test_sip_text_helpers() -> None:
-    from gateway import pjutil
+    from gateway.sip import pjutil
 
     msg = (
         "INVITE sip:+15550100@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060\r\n"
@@ -145,7 +145,7 @@ def test_sip_text_helpers() -> None:
 
 
 def test_wav_play_source_is_resampled_to_8k(tmp_path: Path) -> None:
-    from gateway.softphone import load_play_frames
+    from gateway.sip.softphone import load_play_frames
 
     t = np.arange(16000) / 16000
     pcm = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype("<i2")
@@ -314,7 +314,7 @@ def test_unanswered_call_ends_at_max_duration() -> None:
 
 
 def test_cli_rejects_more_calls_than_the_wheel_allows() -> None:
-    from gateway.softphone import build_parser
+    from gateway.sip.softphone import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["call", "--to", "127.0.0.1:5080", "--number", "1", "--calls", "5"])

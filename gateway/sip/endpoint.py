@@ -22,6 +22,7 @@ import yaml
 from gateway.config import Settings
 from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
+from gateway.sip import pjutil
 from gateway.sip.calls import GatewayCall, IncomingPolicy
 from gateway.sip.port import CLOCK_RATE, PortPool
 from gateway.sip.trunks import TrunkAccount
@@ -71,7 +72,6 @@ class SipEndpoint:
         self._accounts: list[pj.Account] = []
         self._ep: pj.Endpoint | None = None
         self._log_writer: _LogWriter | None = None
-        self.udp_port = 0
 
     # ---- asyncio side ------------------------------------------------------------------
     def start(self) -> None:
@@ -185,20 +185,17 @@ class SipEndpoint:
         cfg.medConfig.ecTailLen = 0
         cfg.medConfig.ptime = 20
         ep.libInit(cfg)
+        bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
-            tcfg = pj.TransportConfig()
-            tcfg.port = s.sip_port
-            if s.sip_address not in ("0.0.0.0", ""):
-                tcfg.boundAddress = s.sip_address
+            tcfg = pjutil.transport_config(bind, s.sip_port, tcp=kind == pj.PJSIP_TRANSPORT_TCP)
             if s.public_address:
                 tcfg.publicAddress = s.public_address
-            tid = ep.transportCreate(kind, tcfg)
-            if kind == pj.PJSIP_TRANSPORT_UDP:
-                self.udp_port = ep.transportGetInfo(tid).localName.rsplit(":", 1)[-1]
+            ep.transportCreate(kind, tcfg)
         ep.libStart()
         ep.audDevManager().setNullDev()
-        self._set_codecs()
-        self._disable_g711_plc()
+        profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
+        enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])])
+        log.info("codecs: %s", ", ".join(enabled))
         local = _Account(self)
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:gateway@{s.contact_address or s.sip_address}:{s.sip_port}"
@@ -224,29 +221,6 @@ class SipEndpoint:
             tcfg.boundAddress = s.sip_address
         if s.public_address:
             tcfg.publicAddress = s.public_address
-
-    def _set_codecs(self) -> None:
-        profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
-        wanted = [str(c) for c in profile.get("codecs", [])]
-        for info in self._ep.codecEnum2():
-            self._ep.codecSetPriority(info.codecId, 0)
-        available = {info.codecId.rsplit("/", 1)[0] if info.codecId.count("/") == 2 else info.codecId: info.codecId
-                     for info in self._ep.codecEnum2()}
-        for rank, name in enumerate(wanted):
-            codec_id = available.get(name, name)
-            try:
-                self._ep.codecSetPriority(codec_id, 255 - rank)
-            except pj.Error:
-                log.warning("codec %s from %s is not available", name, self.settings.codec_profile)
-
-    def _disable_g711_plc(self) -> None:
-        for name in ("PCMU/8000/1", "PCMA/8000/1"):
-            try:
-                param = self._ep.codecGetParam(name)
-                param.setting.plc = False
-                self._ep.codecSetParam(name, param)
-            except pj.Error:
-                pass
 
     # ---- callbacks (pj thread) -----------------------------------------------------------
     def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:

@@ -298,6 +298,8 @@ def _base_args(
         "-trace_err", "-error_file", f"{stem}.errors.log",
         "-trace_logs", "-log_file", f"{stem}.actions.log",
         "-mp", str(free_udp_port(address)),  # distinct RTP echo ports so several sipps coexist
+        # sipp's control socket would otherwise sit on 0.0.0.0:8888 and up.
+        "-ci", str(address), "-cp", str(free_udp_port(address)),
     ]
 
 

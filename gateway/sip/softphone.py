@@ -1,7 +1,7 @@
 """Scripted SIP phone for integration tests and `gateway call`.
 
-    python -m gateway.softphone call --to 127.0.0.1:5080 --number +15550100 [...]
-    python -m gateway.softphone answer --bind 127.0.0.1 --port 0 --ready-file PORT [...]
+    python -m gateway.sip.softphone call --to 127.0.0.1:5080 --number +15550100 [...]
+    python -m gateway.sip.softphone answer --bind 127.0.0.1 --port 0 --ready-file PORT [...]
 
 One pjsua2 Endpoint owned by the main thread (DESIGN.md §3), timers checked between
 libHandleEvents() polls, one JSON object on stdout at exit, logs on stderr. A process
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pjsua2 as pj
 
-from gateway import pjutil
+from gateway.sip import pjutil
 
-log = logging.getLogger("gateway.softphone")
+log = logging.getLogger("gateway.sip.softphone")
 
 RATE = pjutil.CLOCK_RATE
 FRAME_BYTES = pjutil.FRAME_BYTES
@@ -566,7 +566,7 @@ def _calls(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gateway.softphone", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gateway.sip.softphone", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bind", default="127.0.0.1", help="local address for SIP and RTP")

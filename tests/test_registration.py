@@ -1,0 +1,60 @@
+"""Trunk registration against a real Kamailio registrar with digest auth."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import wait_until
+from tests.support.gateway import GatewayProcess
+from tests.support.kamailio import KamailioRegistrar
+
+
+@pytest.fixture
+def registrar():
+    with KamailioRegistrar("gw1", "s3cret") as reg:
+        yield reg
+
+
+def trunk_config(registrar: KamailioRegistrar, expiry: int = 10) -> dict:
+    return {"trunks": [
+        {"name": "local", "allow": ["127.0.0.1/32"]},
+        {"name": "carrier", "registrar": f"sip:127.0.0.1:{registrar.port};transport=tcp",
+         "username": "gw1", "password_env": "GW_TEST_PASSWORD", "expiry": expiry},
+    ]}
+
+
+def registered(gw: GatewayProcess) -> float:
+    return gw.metric("gateway_registration_up", trunk="carrier")
+
+
+def test_register_refresh_outage_and_recovery(tmp_path, registrar):
+    env = {"GW_TEST_PASSWORD": "s3cret"}
+    with GatewayProcess(tmp_path, extra=trunk_config(registrar), env=env) as gw:
+        # 401 challenge, then 200 with credentials.
+        assert wait_until(lambda: registered(gw) == 1, 15), gw.log()
+        assert registrar.registered_contacts("gw1")
+        assert registrar.register_count("gw1", kind="rcv") >= 2
+        first_ok = registrar.register_count("gw1", kind="ok")
+        assert first_ok >= 1
+        # Refreshed before the 10 s expiry runs out.
+        assert wait_until(lambda: registrar.register_count("gw1", kind="ok") > first_ok, 12)
+        # Registrar down: the next refresh fails, the gateway says so and retries.
+        registrar.stop()
+        assert wait_until(lambda: registered(gw) == 0, 15), gw.log()
+        assert wait_until(lambda: "retrying in" in gw.log(), 5)
+        # Back up: registered again within the backoff.
+        registrar.start()
+        assert wait_until(lambda: registered(gw) == 1, 20), gw.log()
+        assert registrar.registered_contacts("gw1")
+    # Unregistered on stop (Expires: 0 accepted by the registrar).
+    assert wait_until(lambda: not registrar.registered_contacts("gw1"), 5)
+
+
+def test_wrong_password_is_reported_and_retried(tmp_path, registrar):
+    env = {"GW_TEST_PASSWORD": "wrong"}
+    with GatewayProcess(tmp_path, extra=trunk_config(registrar), env=env) as gw:
+        assert wait_until(lambda: "registration failed" in gw.log(), 10), gw.log()
+        assert registered(gw) == 0
+        # Backoff: a second attempt follows about a second later, not a tight loop.
+        assert wait_until(lambda: registrar.register_count("gw1", kind="rcv") >= 4, 8)
+        assert registrar.register_count("gw1", kind="rcv") < 20
