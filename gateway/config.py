@@ -7,6 +7,7 @@ passwords) are read only from environment variables named in the file.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,17 @@ class Settings:
     outbound_proxy: str | None = None
     contact_address: str | None = None
     trusted: tuple[str, ...] = field(default=())
+    # Set by the supervisor for each of its workers (GATEWAY_WORKER, JSON).
+    worker_name: str = ""
+    register_trunks: bool = True
+    ready_file: Path | None = None
+    heartbeat_file: Path | None = None
+
+    @property
+    def journal(self) -> Path:
+        """Calls in progress, so a crash still leaves a record of them."""
+        suffix = f".{self.worker_name}" if self.worker_name else ""
+        return self.records.with_name(f"{self.records.name}{suffix}.journal")
 
     def trunk_for(self, address: str) -> Trunk | None:
         for trunk in self.trunks:
@@ -102,10 +114,21 @@ def read_settings(path: Path | None) -> tuple[Settings | None, list[ConfigError]
     settings = Settings() if path is None else errors.attempt(_parse, path, errors)
     if settings is not None and not errors.items:
         errors.attempt(_validate, settings, str(path or "defaults"))
+    worker = os.environ.get("GATEWAY_WORKER")
+    if settings is not None and worker:
+        settings = _worker_overrides(settings, json.loads(worker))
     operator = os.environ.get("GATEWAY_OPERATOR_URI")
     if settings is not None and operator:
         settings = replace(settings, operator_uri=operator)
     return (None if errors.items else settings), errors.items
+
+
+def _worker_overrides(settings: Settings, data: dict[str, object]) -> Settings:
+    paths = {"ready_file", "heartbeat_file", "records"}
+    tuples = {"trusted"}
+    changes = {k: Path(v) if k in paths else tuple(v) if k in tuples else v  # type: ignore[arg-type]
+               for k, v in data.items()}
+    return replace(settings, **changes)  # type: ignore[arg-type]
 
 
 def _parse(path: Path, errors: yamlfile.Errors) -> Settings:

@@ -418,6 +418,7 @@ request_route {
         sl_send_reply("200", "OK");
         exit;
     }
+    # Workers are known by address and port: pjsua sends from its listening UDP socket.
     if (ds_is_from_list("@SET@", "2")) {
         route(FROM_WORKER);
         exit;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from gateway.errors import CallError
 from gateway.flow import FlowEnded, FlowRunner
 from gateway.media.audio import load_wav
 from gateway.media.prompts import PromptRenderer
-from gateway.records import CallRecords
+from gateway.records import CallJournal, CallRecords
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
 
@@ -33,12 +34,14 @@ class Worker:
         self.settings = settings
         self.dialplans = DialplanStore(settings.dialplans)
         self.records = CallRecords(settings.records)
+        self.journal = CallJournal(settings.journal)
         self.prompts = PromptRenderer(settings.cache_dir / "prompts")
         self.calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
         self._io = ThreadPoolExecutor(2, thread_name_prefix="io")
         self._clips: dict[Path, bytes] = {}
+        self._started_journal: dict[int, asyncio.Future[None]] = {}
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoint: SipEndpoint | None = None
@@ -49,13 +52,17 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
+        self._recover_journal()
         metrics.serve(self.settings.metrics_address, self.settings.metrics_port)
         self.endpoint = SipEndpoint(self.settings, self._post_threadsafe)
         await self._loop.run_in_executor(None, self.endpoint.start)
         log.info("worker ready: SIP %s:%s, metrics http://%s:%s/metrics",
                  self.settings.sip_address, self.settings.sip_port,
                  self.settings.metrics_address, self.settings.metrics_port)
-        background = [asyncio.create_task(self._reload_loop()), asyncio.create_task(self._warm())]
+        if self.settings.ready_file:
+            self.settings.ready_file.write_text(str(os.getpid()))
+        background = [asyncio.create_task(self._reload_loop()), asyncio.create_task(self._warm()),
+                      asyncio.create_task(self._heartbeat())]
         try:
             await self._stop.wait()
             await self._drain()
@@ -69,6 +76,23 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _recover_journal(self) -> None:
+        """Calls a crashed predecessor left open become `failed` records, not silence."""
+        for data in self.journal.recover():
+            data.update(outcome="failed", ended=time.time())
+            self.records.write(data)
+            log.warning("call %s was in progress when the worker died: recorded as failed",
+                        data.get("call_id"))
+
+    async def _heartbeat(self) -> None:
+        """Proves to the supervisor that this loop still runs (pjsua answers OPTIONS anyway)."""
+        path = self.settings.heartbeat_file
+        if path is None:
+            return
+        while True:
+            path.touch()
+            await asyncio.sleep(1.0)
 
     # ---- events from the pj thread ----
     def _post_threadsafe(self, event: ev.Event) -> None:
@@ -100,6 +124,9 @@ class Worker:
         call = Call(self.endpoint, incoming)  # type: ignore[arg-type]
         self.calls[call.key] = call
         metrics.call_started()
+        # Journal the call off the loop: a crash from here on still leaves a record.
+        self._started_journal[call.key] = asyncio.get_running_loop().run_in_executor(
+            self._io, self.journal.started, call.record)
         task = asyncio.create_task(self._handle(call), name=f"call-{call.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -182,8 +209,11 @@ class Worker:
             record.outcome = "cancelled"
         self.calls.pop(call.key, None)
         metrics.call_ended(record.outcome, record.dialplan or "none")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._io, self.records.write, record)
+            await self._started_journal.pop(call.key)
+            await loop.run_in_executor(self._io, self.records.write, record)
+            await loop.run_in_executor(self._io, self.journal.ended, record.call_id)
         except OSError:
             log.exception("call %s: call record not written", call.key)
         log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
@@ -227,7 +257,7 @@ class Worker:
                     log.error("dialplan reload refused, keeping the last good set: %s", error)
             else:
                 log.info("dialplans reloaded (%d numbers)", len(self.dialplans.current.plans))
-                asyncio.create_task(self._warm())
+                await self._warm()
 
     # ---- drain ----
     async def _drain(self) -> None:

@@ -203,7 +203,7 @@ class SipEndpoint:
         local.create(acfg, True)
         self._accounts.append(local)
         for trunk in s.trunks:
-            if trunk.registrar:
+            if trunk.registrar and s.register_trunks:
                 account = TrunkAccount(self, trunk)
                 account.register()
                 self.trunks.append(account)
