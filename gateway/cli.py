@@ -25,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
     check = sub.add_parser("check", help="validate config and dialplans, print file:line errors")
     _common(check)
+    warm = sub.add_parser("warm", help="render every dialplan prompt into the cache")
+    _common(warm)
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args)
+    if args.command == "warm":
+        return _warm(args)
     return _run(args)
 
 
@@ -64,6 +68,20 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: config and {len(plans.plans) + (plans.default is not None)} dialplans in "
           f"{settings.dialplans}")
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from gateway.dialplan.loader import load_dialplans, flow_texts
+    from gateway.flow import TRANSFER_FAILED_TEXT
+    from gateway.media.prompts import PromptRenderer
+
+    settings = _settings(args)
+    plans, _errors = load_dialplans(settings.dialplans)
+    renderer = PromptRenderer(settings.cache_dir / "prompts")
+    texts = flow_texts(plans) | {TRANSFER_FAILED_TEXT}
+    rendered = sum(renderer.cached(text) is None and bool(renderer.render(text)) for text in texts)
+    print(f"{len(texts)} prompts, {rendered} newly rendered")
     return 0
 
 

@@ -18,7 +18,7 @@ from gateway.dialplan import model as dp
 from gateway.dialplan.loader import flow_texts
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import CallError
-from gateway.flow import FlowEnded, FlowRunner
+from gateway.flow import TRANSFER_FAILED_TEXT, FlowEnded, FlowRunner
 from gateway.media.audio import load_wav
 from gateway.media.prompts import PromptRenderer
 from gateway.records import CallJournal, CallRecords
@@ -235,8 +235,7 @@ class Worker:
 
     async def _warm(self) -> None:
         """Render every dialplan prompt ahead of the first call that needs it."""
-        texts = flow_texts(self.dialplans.current) | {
-            "Sorry, the transfer did not go through."}
+        texts = flow_texts(self.dialplans.current) | {TRANSFER_FAILED_TEXT}
         loop = asyncio.get_running_loop()
         for text in sorted(texts):
             if self.prompts.cached(text) is None:

@@ -122,7 +122,8 @@ class SipEndpoint:
         try:
             self._create()
         except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._started.set_exception(GatewayError(f"SIP endpoint failed to start: {exc}"))
+            detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            self._started.set_exception(GatewayError(f"SIP endpoint failed to start: {detail}"))
             self._destroy()
             return
         self._started.set_result(None)
@@ -198,7 +199,8 @@ class SipEndpoint:
         log.info("codecs: %s", ", ".join(enabled))
         local = _Account(self)
         acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:gateway@{s.contact_address or s.sip_address}:{s.sip_port}"
+        host = s.public_address or (s.sip_address if s.sip_address not in ("0.0.0.0", "") else "localhost")
+        acfg.idUri = f"sip:gateway@{host}:{s.sip_port}"
         self._media_config(acfg)
         local.create(acfg, True)
         self._accounts.append(local)
