@@ -3,6 +3,8 @@
 Callers and carriers talk to the front; the front dispatches each INVITE to the worker with the
 fewest calls (dispatcher algorithm 10), fails over on busy/dead workers, probes workers with
 OPTIONS, and stays in the signalling path (Record-Route) so in-dialog requests follow the call.
+Dispatched calls are tracked as Kamailio dialogs tagged with their worker, so the calls of a
+worker that died can be hung up from the front (`Front.end_dialogs_on`).
 Workers send their trunk REGISTERs (and outbound requests) out through the front.
 Pure rendering plus process control: nothing here imports pjsua2.
 """
@@ -45,6 +47,20 @@ class Destination(TypedDict):
     probing: bool
     max_load: int | None
     load: int | None  # calls in progress through the front
+
+
+class FrontDialog(TypedDict):
+    """One call the front tracks (parsed from `kamcmd dlg.list`)."""
+
+    h_entry: int
+    h_id: int
+    call_id: str
+    state: int  # Kamailio's: 1 unconfirmed, 2 early, 3 answered (no ACK yet), 4 confirmed, 5 ended
+    worker: str | None  # uid of the worker the call was dispatched to; None: not dispatched
+
+
+# Dialog states whose calls can be hung up with a BYE (they have both tags).
+_ANSWERED_STATES = (3, 4)
 
 
 class FrontError(GatewayError):
@@ -178,13 +194,19 @@ def options_ping(address: str, port: int, timeout: float = 0.5) -> int | None:
 
 
 def parse_rpc_tree(text: str) -> list[tuple[str, object]]:
-    """kamcmd's brace output as nested (key, value) pairs; repeated keys (DEST) stay in order."""
+    """kamcmd's brace output as nested (key, value) pairs; repeated keys (DEST) stay in order.
+    A bare `{` (one record of a list, e.g. each dialog of dlg.list) is a child keyed ""."""
     stack: list[list[tuple[str, object]]] = [[]]
     for raw in text.splitlines():
         line = raw.strip()
         if line == "}":
             if len(stack) > 1:
                 stack.pop()
+            continue
+        if line == "{":
+            record: list[tuple[str, object]] = []
+            stack[-1].append(("", record))
+            stack.append(record)
             continue
         key, sep, value = line.partition(":")
         if not sep:
@@ -333,6 +355,52 @@ class Front:
                 return d
         raise FrontError(f"worker {uri} not in the dispatcher list")
 
+    def dialogs(self) -> list[FrontDialog]:
+        """The calls the front tracks: every INVITE it dispatched to a worker, until its BYE
+        (ended ones linger in state 5 until their BYE transactions are done)."""
+        tree = parse_rpc_tree(self.kamcmd("dlg.list"))
+        result: list[FrontDialog] = []
+        for key, record in tree:
+            if key or not isinstance(record, list):
+                continue
+            fields = {k: v for k, v in record if isinstance(v, str)}
+            variables = next((v for k, v in record if k == "variables" and isinstance(v, list)),
+                             [])
+            # variables: { { name: value } ... }, one anonymous record per variable
+            var = {k: v for _, block in variables if isinstance(block, list)
+                   for k, v in block if isinstance(v, str)}
+            try:
+                h_entry, h_id = int(fields["h_entry"]), int(fields["h_id"])
+                state = int(fields.get("state", "0"))
+            except (KeyError, ValueError):
+                continue
+            result.append({
+                "h_entry": h_entry,
+                "h_id": h_id,
+                "call_id": fields.get("call-id", ""),
+                "state": state,
+                "worker": var.get("worker"),
+            })
+        return result
+
+    def end_dialogs_on(self, worker: str | FrontWorker) -> int:
+        """Hang up every answered call the front dispatched to `worker` (call it once the worker
+        died): the front sends BYE to the caller (and to the worker's address, which may be gone)
+        and releases the call's dispatcher load, so a restarted worker starts empty.
+        Returns how many calls it ended. Calls still ringing on a dead worker are not touched:
+        their INVITE times out and fails over to another worker."""
+        uid = self._worker(worker).uid
+        ended = 0
+        for d in self.dialogs():
+            if d["worker"] != uid or d["state"] not in _ANSWERED_STATES:
+                continue
+            try:
+                self.kamcmd("dlg.end_dlg", str(d["h_entry"]), str(d["h_id"]))
+            except FrontError:
+                continue  # gone meanwhile: a BYE from either side crossed ours
+            ended += 1
+        return ended
+
 
 # Placeholders are @NAME@ because both str.format braces and $-templates clash with Kamailio.
 _CFG = r"""#!KAMAILIO
@@ -362,6 +430,7 @@ loadmodule "kex.so"
 loadmodule "corex.so"
 loadmodule "ipops.so"
 loadmodule "dispatcher.so"
+loadmodule "dialog.so"
 
 modparam("ctl", "binrpc", "unix:@CTL@")
 # fr_timer also bounds dispatcher's OPTIONS probes, so it is the worker timeout: a dead worker
@@ -471,6 +540,10 @@ route[TO_WORKER] {
         exit;
     }
     xlog("L_INFO", "FRONT dispatch callid=$ci dst=$du\n");
+    # Track the call as a dialog tagged with its worker's duid (algorithm 10 puts it in dstid):
+    # Front.end_dialogs_on() finds a dead worker's calls by it and ends them (dlg.end_dlg).
+    dlg_manage();
+    $dlg_var(worker) = $xavp(_dsdst_=>dstid);
     route(WORKER_BRANCH);
     if (!t_relay()) {
         ds_load_unset();
@@ -495,6 +568,7 @@ failure_route[WORKER_FAILED] {
         # Next worker first: with algorithm 10 ds_next_dst() moves the call's load along.
         if (ds_next_dst()) {
             xlog("L_NOTICE", "FRONT failover callid=$ci status=$T_reply_code next=$du\n");
+            $dlg_var(worker) = $xavp(_dsdst_=>dstid);
             route(WORKER_BRANCH);
             if (t_relay()) exit;
         }
@@ -504,6 +578,15 @@ failure_route[WORKER_FAILED] {
         exit;
     }
     ds_load_unset();  # any other final answer (404, 603, ...) goes back to the caller as is
+}
+
+# Requests the front makes itself skip request_route: dispatcher OPTIONS pings, and the BYEs of
+# dlg.end_dlg (one to the caller, one to the worker). Those BYEs release the call's load, once.
+event_route[tm:local-request] {
+    if (is_method("BYE") && $dlg_var(worker) != $null && $dlg_var(ended) == $null) {
+        $dlg_var(ended) = "1";
+        ds_load_update();
+    }
 }
 
 # Initial request from a worker: its trunk REGISTER, an outbound call, a probe to a carrier.

@@ -112,6 +112,7 @@ def test_rendered_config_is_valid_kamailio(tmp_path: Path) -> None:
     assert 'is_in_subnet("$si", "192.0.2.7/32")' in cfg
     assert 'ds_select_dst("1", "10", "2")' in cfg
     assert "t_set_fr(30000, 2000)" in cfg
+    assert "dlg_manage();" in cfg and "event_route[tm:local-request]" in cfg
     (tmp_path / "kamailio.cfg").write_text(cfg)
     (tmp_path / "dispatcher.list").write_text(dispatcher_list)
     check = subprocess.run(["kamailio", "-c", "-f", str(tmp_path / "kamailio.cfg")],
@@ -218,6 +219,49 @@ def test_dead_worker_is_marked_down_and_revived_one_rejoins(make_rig: MakeRig) -
         assert rig.call() == [200]
     finally:
         revived.stop()
+
+
+def test_calls_of_a_dead_worker_are_ended_by_the_front_and_its_load_released(
+    make_rig: MakeRig,
+) -> None:
+    rig = make_rig((200, 200))
+    callers: list[SippUac] = []
+    try:
+        for n in (1, 2):  # one caller each, so each caller's fate can be read on its own
+            callers.append(SippUac("127.0.0.1", rig.port, "100", workdir=rig.workdir,
+                                   remote_hangup=True, timeout_s=10).start())
+            assert wait_until(lambda n=n: sum(w.active_calls for w in rig.workers) == n,
+                              timeout=5)
+        assert rig.counts() == [1, 1]  # algorithm 10: one call per worker
+        assert [d["load"] for d in rig.front.destinations()] == [1, 1]
+        dead = 0 if rig.workers[0].active_calls and rig.workers[0].invites()[0].startswith(
+            "1-") else 1  # the worker holding the first caller's call (sipp Call-ID "1-...")
+        alive = 1 - dead
+        dead_uid, alive_uid = f"w{dead}", f"w{alive}"
+        assert {d["worker"] for d in rig.front.dialogs()} == {"w0", "w1"}
+
+        rig.workers[dead].stop(crash=True)
+        assert rig.front.end_dialogs_on(dead_uid) == 1
+        first = callers[0].wait(timeout=5)  # the front's BYE ended it
+        assert first.ok and first.codes == [200]
+        assert rig.front.destination(dead_uid)["load"] == 0
+        assert rig.front.end_dialogs_on(dead_uid) == 0
+        # The other worker's call goes on.
+        time.sleep(0.3)
+        assert callers[1]._proc is not None and callers[1]._proc.poll() is None
+        assert rig.workers[alive].active_calls == 1
+        assert rig.front.destination(alive_uid)["load"] == 1
+        assert [d["worker"] for d in rig.front.dialogs() if d["state"] == 4] == [alive_uid]
+
+        # Ending a live worker's calls hangs up both sides: the worker gets its BYE too.
+        assert rig.front.end_dialogs_on(rig.front.settings.workers[alive]) == 1
+        second = callers[1].wait(timeout=5)
+        assert second.ok and second.codes == [200]
+        assert wait_until(lambda: rig.workers[alive].active_calls == 0, timeout=2)
+        assert [d["load"] for d in rig.front.destinations()] == [0, 0]
+    finally:
+        for caller in callers:
+            caller.stop()
 
 
 def test_busy_worker_fails_over_and_exhaustion_gets_503(make_rig: MakeRig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
@@ -37,9 +37,14 @@ class IncomingPolicy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.draining = False
+        self._trunk_users = {t.username for t in settings.trunks if t.registrar and t.username}
 
     def decide(self, message: str, source: str) -> Decision:
         info = parse_invite(message)
+        if info.to_user and info.dialled in self._trunk_users:
+            # Calls to a registration's Contact carry the trunk username in the Request-URI;
+            # the dialled number (DID) is in To.
+            info = replace(info, dialled=info.to_user)
         host = _host(source)
         trunk = self.settings.trunk_for(host)
         trusted = host in self.settings.trusted

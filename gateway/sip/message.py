@@ -22,6 +22,7 @@ class InviteInfo:
     caller: str
     call_id: str
     headers: tuple[tuple[str, str], ...]
+    to_user: str = ""
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -39,11 +40,11 @@ def parse_invite(text: str) -> InviteInfo:
     headers = tuple(_headers(lines[1:]))
     parts = request_line.split(" ")
     ruri_user = _uri_user(parts[1]) if len(parts) >= 2 else ""
-    to = dict(headers).get("to", "")
-    dialled = ruri_user or _uri_user(_addr(to))
+    to_user = _uri_user(_addr(dict(headers).get("to", "")))
+    dialled = ruri_user or to_user
     caller = _uri_user(_addr(dict(headers).get("from", "")))
     return InviteInfo(dialled=dialled, caller=caller, call_id=dict(headers).get("call-id", ""),
-                      headers=headers)
+                      headers=headers, to_user=to_user)
 
 
 def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:

@@ -58,7 +58,7 @@ class GatewayProcess:
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log()}")
-        return "worker ready" in self.log() or "front ready" in self.log()
+        return ("front ready" if self.workers > 1 else "worker ready") in self.log()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import free_udp_port, udp_port_is_free, wait_until
+from tests.support import free_port, udp_port_is_free, wait_until
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
@@ -33,6 +33,7 @@ log_stderror=yes
 children=2
 auto_aliases=no
 listen=udp:@ADDR@:@PORT@
+listen=tcp:@ADDR@:@PORT@  # TCP too: a refused connection shows an outage at once
 alias="@DOMAIN@:@PORT@"  # with the port: other local test peers share 127.0.0.1
 
 loadmodule "tm.so"
@@ -176,7 +177,7 @@ class KamailioRegistrar:
         self.users = {user: password, **(extra_users or {})}
         self.domain = domain
         self.address = address
-        self.port = port or free_udp_port(address)
+        self.port = port or free_port(address)
         # Short path: the ctl unix socket path must fit in sun_path (108 bytes).
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="kamreg-"))
         self.log_path = self.runtime_dir / "kamailio.log"
