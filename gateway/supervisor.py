@@ -180,7 +180,7 @@ class Supervisor:
                 log.error("worker %s exited (%s); front routes around it, restart in %.0f s",
                           worker.name, code, worker.backoff)
                 self._set_state(worker, "inactive")
-                self.front.end_dialogs_on(worker.name) if hasattr(self.front, "end_dialogs_on") else None
+                self._end_calls_of(worker)
                 worker.restart_at = now + worker.backoff
                 worker.backoff = min(worker.backoff * 2, _MAX_BACKOFF)
             elif now >= worker.restart_at:
@@ -189,6 +189,16 @@ class Supervisor:
                 self._spawn(worker)
             if worker.ready and now - worker.started_at > 60:
                 worker.backoff = 1.0  # stable again
+
+    def _end_calls_of(self, worker: WorkerProcess) -> None:
+        """The dead worker's callers get a BYE from the front instead of dead air."""
+        try:
+            ended = self.front.end_dialogs_on(worker.name)
+        except FrontError as exc:
+            log.warning("front: cannot end calls of %s: %s", worker.name, exc)
+            return
+        if ended:
+            log.warning("worker %s: %d calls ended by the front", worker.name, ended)
 
     def _hung(self, worker: WorkerProcess, now: float) -> bool:
         try:

@@ -232,11 +232,11 @@ def test_calls_of_a_dead_worker_are_ended_by_the_front_and_its_load_released(
                                    remote_hangup=True, timeout_s=10).start())
             assert wait_until(lambda n=n: sum(w.active_calls for w in rig.workers) == n,
                               timeout=5)
+            if n == 1:  # the worker that took the first caller's call is the one to die
+                dead = next(i for i, w in enumerate(rig.workers) if w.active_calls)
+        alive = 1 - dead
         assert rig.counts() == [1, 1]  # algorithm 10: one call per worker
         assert [d["load"] for d in rig.front.destinations()] == [1, 1]
-        dead = 0 if rig.workers[0].active_calls and rig.workers[0].invites()[0].startswith(
-            "1-") else 1  # the worker holding the first caller's call (sipp Call-ID "1-...")
-        alive = 1 - dead
         dead_uid, alive_uid = f"w{dead}", f"w{alive}"
         assert {d["worker"] for d in rig.front.dialogs()} == {"w0", "w1"}
 
@@ -246,9 +246,8 @@ def test_calls_of_a_dead_worker_are_ended_by_the_front_and_its_load_released(
         assert first.ok and first.codes == [200]
         assert rig.front.destination(dead_uid)["load"] == 0
         assert rig.front.end_dialogs_on(dead_uid) == 0
-        # The other worker's call goes on.
+        # The other worker's call goes on (a BYE to its caller would have ended its dialog).
         time.sleep(0.3)
-        assert callers[1]._proc is not None and callers[1]._proc.poll() is None
         assert rig.workers[alive].active_calls == 1
         assert rig.front.destination(alive_uid)["load"] == 1
         assert [d["worker"] for d in rig.front.dialogs() if d["state"] == 4] == [alive_uid]
