@@ -357,7 +357,8 @@ class Front:
 
     def dialogs(self) -> list[FrontDialog]:
         """The calls the front tracks: every INVITE it dispatched to a worker, until its BYE
-        (ended ones linger in state 5 until their BYE transactions are done)."""
+        (an ended one may linger in state 5 for a moment). Calls the workers place out through
+        the front are not tracked."""
         tree = parse_rpc_tree(self.kamcmd("dlg.list"))
         result: list[FrontDialog] = []
         for key, record in tree:

@@ -105,7 +105,7 @@ def test_restart_frees_and_reuses_the_port() -> None:
             assert client.register(("127.0.0.1", port), USER, PASSWORD, "127.0.0.1")[-1] == 200
             assert reg.registered_contacts(USER) == [f"sip:{USER}@127.0.0.1:{client.port}"]
         # The log survives restarts, so refresh counting spans them.
-        assert reg.register_count(USER, kind="ok") == 2
+        assert wait_until(lambda: reg.register_count(USER, kind="ok") == 2, 5)
 
 
 def _invite(client: UdpSipClient, uri: str) -> bytes:

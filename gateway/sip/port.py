@@ -27,7 +27,8 @@ class CallAudioPort(pj.AudioMediaPort):
         self.sent = 0
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:  # noqa: N802 (pjsua2 name)
-        buf = self.playout
+        # getattr: at teardown a callback can reach a proxy without our attributes.
+        buf = getattr(self, "playout", None)
         if buf is None:
             return
         pcm = buf.read_frame()
@@ -40,6 +41,8 @@ class CallAudioPort(pj.AudioMediaPort):
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:  # noqa: N802
         if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO:
+            return
+        if not hasattr(self, "received"):
             return
         self.received += 1
         sink = self.on_audio

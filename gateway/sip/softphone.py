@@ -96,7 +96,8 @@ class _MediaPort(pj.AudioMediaPort):
         self.received = 0
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
-        if not self.active:
+        # getattr: at teardown a callback can reach a proxy without our attributes.
+        if not getattr(self, "active", False):
             return
         self.received += 1
         if self.frames is not None:
@@ -104,6 +105,8 @@ class _MediaPort(pj.AudioMediaPort):
             self.frames.append(data or SILENCE)  # a NONE frame still took 20 ms
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
+        if not getattr(self, "active", False):
+            return
         pjutil.write_frame_bytes(frame, self._out[self._next])
         self._next = (self._next + 1) % len(self._out)
 

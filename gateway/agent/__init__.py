@@ -1,0 +1,1 @@
+"""The conversation side of a call: agent scripts, turn-taking and fallback policy (sans-IO cores)."""

@@ -1,0 +1,365 @@
+"""What an agent script says, as plain frozen data, plus the pure helpers that read callers' answers.
+
+A script is an ordered list of steps in the spirit of telephony verbs (say, play, gather, branch,
+llm, transfer, hangup) and a fallback policy. Nothing here does I/O or keeps time: the call
+session walks the steps and feeds in transcripts; `match_expected` and `fill` are pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+__all__ = [
+    "BUILTIN_TOOLS",
+    "BUILTIN_VARIABLES",
+    "DEFAULT_DISCLOSURE",
+    "AgentScript",
+    "Branch",
+    "FallbackConfig",
+    "Gather",
+    "Hangup",
+    "InputMode",
+    "Llm",
+    "Play",
+    "Say",
+    "Step",
+    "Tool",
+    "ToolRef",
+    "Transfer",
+    "Webhook",
+    "WebhookTool",
+    "confirm_answer",
+    "fill",
+    "match_expected",
+    "normalize_answer",
+    "placeholders",
+    "script_texts",
+]
+
+InputMode = Literal["speech", "dtmf", "both"]
+
+DEFAULT_DISCLOSURE = "You're speaking with an automated assistant."
+# Tools the call session implements itself; anything else must be a webhook.
+BUILTIN_TOOLS = ("transfer", "hangup", "end_conversation", "send_dtmf")
+# Filled by the call session before the first step: the caller's and the dialled number.
+BUILTIN_VARIABLES = ("caller", "called")
+
+_V = TypeVar("_V")
+
+
+def _frozen(mapping: Mapping[str, _V]) -> MappingProxyType[str, _V]:
+    # Copy first: a proxy over the caller's own dict would still change under us.
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Text to speak; `{name}` placeholders are filled from the call's variables."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """A recorded WAV file, resolved against the script's directory. clip: the key it was named by."""
+
+    path: Path
+    clip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Ask `prompt`, store the answer in variable `name`.
+
+    expect: canonical value -> synonyms (lowercase; the canonical itself is among them), or None
+    for free text. confirm: read the answer back and wait for yes/no before accepting it.
+    timeout: seconds of silence after the prompt before it counts as no input.
+    """
+
+    name: str
+    prompt: str
+    input: InputMode = "speech"
+    expect: Mapping[str, tuple[str, ...]] | None = None
+    confirm: bool = False
+    timeout: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"gather timeout must be positive: {self.timeout}")
+        if self.expect is not None:
+            object.__setattr__(self, "expect", _frozen(self.expect))
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """Run the case whose key equals the variable's value (case-insensitive), else `default`.
+
+    Afterwards the script goes on with the step after the branch, unless the case ended the call.
+    """
+
+    variable: str
+    cases: Mapping[str, tuple[Step, ...]]
+    default: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", _frozen(self.cases))
+
+    def select(self, value: str | None) -> tuple[Step, ...]:
+        wanted = (value or "").strip().casefold()
+        for key, steps in self.cases.items():
+            if key.casefold() == wanted:
+                return steps
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRef:
+    """A tool the call session provides. `transfer` goes to the fallback's escalate_to (else operator)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in BUILTIN_TOOLS:
+            raise ValueError(f"unknown built-in tool: {self.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTool:
+    """A tool the model may call; its JSON arguments go to url. parameters_json is a JSON Schema
+    object kept as text so the dataclass stays immutable; `parameters` decodes a fresh copy."""
+
+    name: str
+    url: str
+    description: str
+    parameters_json: str = '{"type": "object", "properties": {}}'
+    method: str = "POST"
+    timeout: float = 5.0
+
+    @property
+    def parameters(self) -> dict[str, object]:
+        value = json.loads(self.parameters_json)
+        assert isinstance(value, dict)
+        return value
+
+
+Tool = ToolRef | WebhookTool
+
+
+@dataclass(frozen=True, slots=True)
+class Llm:
+    """Free conversation with a language model until it calls end_conversation (when one of
+    exit_when holds), uses another ending tool, or max_turns caller turns have passed."""
+
+    instructions: str
+    tools: tuple[Tool, ...] = ()
+    exit_when: tuple[str, ...] = ()
+    max_turns: int = 10
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1:
+            raise ValueError(f"max_turns must be at least 1: {self.max_turns}")
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Transfer to `operator` (resolved from config) or a sip:/sips:/tel: URI; on_failure plays if it fails."""
+
+    target: str
+    on_failure: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    pass
+
+
+Step = Say | Play | Gather | Branch | Llm | Transfer | Hangup
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """An HTTP endpoint; for context_webhook its JSON object reply fills the call's variables."""
+
+    url: str
+    timeout: float = 2.0
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """When to give up on a question. escalate_to None: apologise and hang up instead of transferring.
+
+    low_confidence: recogniser confidence below this asks again, as a no-match would.
+    """
+
+    max_no_input: int = 2
+    max_no_match: int = 2
+    max_failures: int = 3
+    low_confidence: float = 0.5
+    escalate_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.max_no_input, self.max_no_match, self.max_failures) < 1:
+            raise ValueError("fallback limits must be at least 1")
+        if not 0.0 <= self.low_confidence <= 1.0:
+            raise ValueError(f"low_confidence must be within 0..1: {self.low_confidence}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentScript:
+    """One agent. disclosure None: none is played. clips: phrase text or clip key -> recording.
+    end_of_turn_ms / barge_in_min_ms None: the gateway's defaults. variables: names the context
+    webhook may fill, with the value used when it does not."""
+
+    name: str
+    path: str
+    disclosure: str | None = DEFAULT_DISCLOSURE
+    voice: str | None = None
+    language: str = "en"
+    vocabulary: tuple[str, ...] = ()
+    end_of_turn_ms: int | None = None
+    barge_in_min_ms: int | None = None
+    clips: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    fallback: FallbackConfig = FallbackConfig()
+    context_webhook: Webhook | None = None
+    steps: tuple[Step, ...] = ()
+    variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clips", _frozen(self.clips))
+        object.__setattr__(self, "variables", _frozen(self.variables))
+
+    def clip_for(self, text: str) -> Path | None:
+        """The recording that replaces synthesis of exactly this text (or clip key), if any."""
+        return self.clips.get(text.strip())
+
+
+# -- answers ----------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Dropped without a gap so "a.m." reads "am" and "don't" reads "dont"; other marks split words.
+_JOINERS = re.compile(r"[.'’]")
+_SPLITTERS = re.compile(r"[^\w\s*#]|_")
+_DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+# "unsure" exists so "not sure" is not read as "sure": the longer phrase wins.
+_YES_NO = {
+    "yes": ("yes", "yeah", "yep", "yup", "correct", "right", "sure", "exactly", "1"),
+    "no": ("no", "nope", "nah", "wrong", "incorrect", "not right", "not correct", "2"),
+    "unsure": ("not sure", "dont know", "no idea", "maybe"),
+}
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase words separated by single spaces, number words as digits ("Two P.M." -> "2 pm")."""
+    text = _JOINERS.sub("", text.casefold())
+    text = _DIGIT_LETTER.sub(" ", _SPLITTERS.sub(" ", text))
+    return " ".join(_numbers_as_digits(text.split()))
+
+
+def _numbers_as_digits(words: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        value = _NUMBER_WORDS.get(words[i])
+        if value is None:
+            out.append(words[i])
+            i += 1
+            continue
+        unit = _NUMBER_WORDS.get(words[i + 1], 0) if i + 1 < len(words) else 0
+        if value >= 20 and 1 <= unit <= 9:  # "twenty five" -> 25
+            out.append(str(value + unit))
+            i += 2
+        else:
+            out.append(str(value))
+            i += 1
+    return out
+
+
+def match_expected(gather: Gather, transcript: str) -> str | None:
+    """The canonical value whose synonym the caller said as a whole word or phrase, else None.
+
+    Free-text gathers return the stripped transcript (None when empty). When several values are
+    mentioned ("Tuesday or Wednesday") the answer is ambiguous and None asks again, except that
+    a longer phrase wins over a value it contains ("tuesday morning" over "tuesday").
+    """
+    if gather.expect is None:
+        return transcript.strip() or None
+    return _best_match(gather.expect, transcript)
+
+
+def confirm_answer(transcript: str) -> bool | None:
+    """A yes/no reply to "I heard X, is that right?"; None when it is neither (or both)."""
+    value = _best_match(_YES_NO, transcript)
+    return None if value in (None, "unsure") else value == "yes"
+
+
+def _best_match(expect: Mapping[str, Iterable[str]], transcript: str) -> str | None:
+    words = normalize_answer(transcript).split()
+    spans: list[tuple[int, int, str]] = []  # (start, end, canonical)
+    for canonical, synonyms in expect.items():
+        for synonym in synonyms:
+            phrase = normalize_answer(synonym).split()
+            spans.extend((start, start + len(phrase), canonical) for start in _find(words, phrase))
+    kept = {
+        value
+        for start, end, value in spans
+        if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, v in spans if v != value)
+    }
+    return kept.pop() if len(kept) == 1 else None
+
+
+def _find(words: list[str], phrase: list[str]) -> Iterable[int]:
+    if not phrase:
+        return ()
+    n = len(phrase)
+    return (i for i in range(len(words) - n + 1) if words[i : i + n] == phrase)
+
+
+def placeholders(text: str) -> tuple[str, ...]:
+    """The variable names a text refers to as {name}, in order."""
+    return tuple(_PLACEHOLDER.findall(text))
+
+
+def fill(text: str, variables: Mapping[str, object]) -> str:
+    """Replace {name} with the variable's value; unknown or None ones stay visible as {name}."""
+
+    def value(match: re.Match[str]) -> str:
+        found = variables.get(match.group(1))
+        return match.group(0) if found is None else str(found)
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def script_texts(script: AgentScript) -> set[str]:
+    """Every fixed text the script may speak, so prompts can be rendered before the first call.
+    Texts with placeholders differ per call and are left out."""
+    texts: set[str] = set()
+    if script.disclosure is not None:
+        texts.add(script.disclosure)
+    _collect(script.steps, texts)
+    return {text for text in texts if not placeholders(text) and script.clip_for(text) is None}
+
+
+def _collect(steps: Iterable[Step], texts: set[str]) -> None:
+    for step in steps:
+        if isinstance(step, Say):
+            texts.add(step.text)
+        elif isinstance(step, Gather):
+            texts.add(step.prompt)
+        elif isinstance(step, Transfer):
+            _collect(step.on_failure, texts)
+        elif isinstance(step, Branch):
+            for case in (*step.cases.values(), step.default):
+                _collect(case, texts)

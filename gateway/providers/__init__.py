@@ -1,0 +1,1 @@
+"""Speech and language providers: one module per vendor, all behind the interfaces in base."""
