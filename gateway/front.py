@@ -389,7 +389,10 @@ class Front:
         died): the front sends BYE to the caller (and to the worker's address, which may be gone)
         and releases the call's dispatcher load, so a restarted worker starts empty.
         Returns how many calls it ended. Calls still ringing on a dead worker are not touched:
-        their INVITE times out and fails over to another worker."""
+        their INVITE times out and fails over to another worker.
+        The caller's BYE goes first and is reliable. The worker's is best effort: Kamailio < 6.1
+        skips it when the caller's 200 to the first BYE comes back before it is sent (kamailio
+        issues #4169/#4268), which only matters when ending calls on a worker that is alive."""
         uid = self._worker(worker).uid
         ended = 0
         for d in self.dialogs():

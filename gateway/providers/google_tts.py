@@ -122,6 +122,8 @@ class GoogleTTS(TextToSpeech):
             input=tts.SynthesisInput(text=text), voice=_voice(voice), audio_config=audio
         )
         body = response.audio_content
+        if body.startswith(b"RIFF"):  # unary answers are WAV files; hand on the samples only
+            body = body[_wav_data_offset(body) or 0 :]
         for i in range(0, len(body), self.chunk_bytes):
             yield body[i : i + self.chunk_bytes]
 
