@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -243,15 +243,15 @@ class AgentScript:
 # -- answers ----------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# Dropped without a gap so "a.m." reads "am" and "don't" reads "dont"; other marks split words.
-_JOINERS = re.compile(r"[.'’]")
+# Dropped without a gap so "a.m." reads "am", "don't" "dont" and "1,000" "1000"; other marks split words.
+_JOINERS = re.compile(r"(?<!\d)\.|\.(?!\d)|['’]|(?<=\d),(?=\d{3}\b)")
 _SPLITTERS = re.compile(r"[^\w\s*#]|_")
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 _UNITS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)  # fmt: skip
+_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 # "unsure" exists so "not sure" is not read as "sure": the longer phrase wins.
 _YES_NO = {
@@ -272,19 +272,52 @@ def _numbers_as_digits(words: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(words):
-        value = _NUMBER_WORDS.get(words[i])
-        if value is None:
+        end, value = _number(words, i)
+        if value is None or (end == i + 1 and words[i].isdigit()):
+            end = i + 1  # not a number, or digits already: keep as written ("007")
             out.append(words[i])
-            i += 1
-            continue
-        unit = _NUMBER_WORDS.get(words[i + 1], 0) if i + 1 < len(words) else 0
-        if value >= 20 and 1 <= unit <= 9:  # "twenty five" -> 25
-            out.append(str(value + unit))
-            i += 2
         else:
             out.append(str(value))
-            i += 1
+        i = end
     return out
+
+
+# Small grammar for spoken numbers below a million: "two", "twenty five", "five hundred and
+# ten", "10 thousand". Neighbouring units stay apart: "two three" is two numbers, as in PINs.
+def _number(words: list[str], i: int) -> tuple[int, int | None]:
+    return _scaled(words, i, "thousand", 1000, lambda w, k: _scaled(w, k, "hundred", 100, _below_100))
+
+
+def _scaled(
+    words: list[str],
+    i: int,
+    scale: str,
+    factor: int,
+    part: Callable[[list[str], int], tuple[int, int | None]],
+) -> tuple[int, int | None]:
+    end, value = part(words, i)
+    if value is None or end >= len(words) or words[end] != scale:
+        return end, value
+    rest_at = end + 2 if end + 1 < len(words) and words[end + 1] == "and" else end + 1
+    rest_end, rest = part(words, rest_at)
+    if rest is None or rest >= factor:
+        return end + 1, value * factor
+    return rest_end, value * factor + rest
+
+
+def _below_100(words: list[str], i: int) -> tuple[int, int | None]:
+    if i >= len(words):
+        return i, None
+    word = words[i]
+    if word.isascii() and word.isdigit() and len(word) <= 3:
+        return i + 1, int(word)
+    value = _NUMBER_WORDS.get(word)
+    if value is None:
+        return i, None
+    unit = _NUMBER_WORDS.get(words[i + 1], 0) if i + 1 < len(words) else 0
+    if value >= 20 and 1 <= unit <= 9:  # "twenty five" -> 25
+        return i + 2, value + unit
+    return i + 1, value
 
 
 def match_expected(gather: Gather, transcript: str) -> str | None:

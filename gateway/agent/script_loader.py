@@ -103,6 +103,7 @@ class _Scope:
     base: Path
     errors: Errors
     clips: Mapping[str, Path]
+    clip_keys: frozenset[str]  # every key under clips, loaded or not
     declared: frozenset[str]
     gathered: dict[str, Node] = field(default_factory=dict)  # name -> its node, whole script
     expects: dict[str, Mapping[str, tuple[str, ...]] | None] = field(default_factory=dict)
@@ -119,21 +120,26 @@ def _load(path: Path, errors: Errors) -> AgentScript | None:
         value = None if node is None else errors.attempt(read, node)
         return default if value is None else value
 
-    name = opt("name", _name, path.stem)
+    name = opt("name", _matching(_NAME, "a name of letters, digits, '.', '_' and '-'"), path.stem)
     disclosure_node = top.get("disclosure")
-    disclosure = DEFAULT_DISCLOSURE if disclosure_node is None else errors.attempt(_disclosure, disclosure_node)
+    disclosure = (
+        DEFAULT_DISCLOSURE if disclosure_node is None else errors.attempt(_disclosure, disclosure_node)
+    )
     voice = opt("voice", lambda n: n.as_str(), None)
-    language = opt("language", _language, "en")
-    vocabulary = opt("vocabulary", _vocabulary, ())
+    language = opt("language", _matching(_LANGUAGE, "a language tag like en or en-GB"), "en")
+    vocabulary: tuple[str, ...] = opt("vocabulary", _vocabulary, ())
     end_of_turn = opt("end_of_turn_ms", lambda n: n.as_int(at_least=100, at_most=5000), None)
     barge_in = opt("barge_in_min_ms", lambda n: n.as_int(at_least=0, at_most=2000), None)
-    clips = opt("clips", lambda n: _clips(n, base, errors), {})
+    clips: dict[str, Path] = opt("clips", lambda n: _clips(n, base, errors), {})
     fallback = opt("fallback", lambda n: _fallback(n, errors), FallbackConfig())
     webhook = opt("context_webhook", lambda n: _webhook(n, errors, 2.0), None)
     variables_node = top.get("variables")
     variables = {} if variables_node is None else errors.attempt(_variables, variables_node, errors)
 
-    scope = _Scope(base, errors, clips, frozenset((*BUILTIN_VARIABLES, *(variables or ()))))
+    clips_node = top.get("clips")
+    clip_pairs = clips_node.pairs() if clips_node is not None and clips_node.kind == "mapping" else ()
+    declared = frozenset((*BUILTIN_VARIABLES, *(variables or ())))
+    scope = _Scope(base, errors, clips, frozenset(key.text for key, _ in clip_pairs), declared)
     steps_node = top.get("steps")
     if steps_node is None:
         raise root.error("missing 'steps' (what the agent does, in order)")
@@ -151,11 +157,14 @@ def _load(path: Path, errors: Errors) -> AgentScript | None:
     )  # fmt: skip
 
 
-def _name(node: Node) -> str:
-    text = node.as_str()
-    if not _NAME.match(text):
-        raise node.error(f"name may use letters, digits, '.', '_' and '-', got {text!r}")
-    return text
+def _matching(pattern: re.Pattern[str], wanted: str) -> Callable[[Node], str]:
+    def read(node: Node) -> str:
+        text = node.as_str()
+        if not pattern.match(text):
+            raise node.error(f"expected {wanted}, got {text!r}")
+        return text
+
+    return read
 
 
 def _disclosure(node: Node) -> str | None:
@@ -164,13 +173,6 @@ def _disclosure(node: Node) -> str | None:
     if node.is_null:
         raise node.error("write 'disclosure: false' to play none, or give the text")
     return node.as_str()
-
-
-def _language(node: Node) -> str:
-    text = node.as_str()
-    if not _LANGUAGE.match(text):
-        raise node.error(f"expected a language tag like en or en-GB, got {text!r}")
-    return text
 
 
 def _vocabulary(node: Node) -> tuple[str, ...]:
@@ -191,9 +193,10 @@ def _clips(node: Node, base: Path, errors: Errors) -> dict[str, Path]:
             continue
         text, path = entry
         for name in (key, text) if text is not None else (key,):
-            if name in clips and clips[name] != path:
+            if name not in clips:
+                clips[name], where[name] = path, value.line
+            elif clips[name] != path:
                 errors.add(value.error(f"{name!r} already names the clip on line {where[name]}"))
-            clips[name], where[name] = path, value.line
     return clips
 
 
@@ -339,6 +342,8 @@ def _play(node: Node, scope: _Scope) -> Play:
     key = node.as_str()
     if key in scope.clips:
         return Play(scope.clips[key], key)
+    if key in scope.clip_keys:
+        return Play(Path(key), key)  # a clip that failed to load: already reported
     return Play(_wav(node, scope.base))
 
 
@@ -346,8 +351,8 @@ def _gather(node: Node, scope: _Scope, known: set[str]) -> Gather | None:
     errors = scope.errors
     fields = node.fields(_GATHER_KEYS, errors)
     name = errors.attempt(_gather_name, fields, scope)
-    prompt = errors.attempt(_text, fields.require("prompt"), scope, known)
-    mode = _input(fields.get("input"))
+    prompt = errors.attempt(lambda: _text(fields.require("prompt"), scope, known))
+    mode = errors.attempt(_input, fields.get("input")) or "speech"
     expect_node = fields.get("expect")
     expect = None if expect_node is None else errors.attempt(_expect, expect_node, mode, errors)
     confirm_node, timeout_node = fields.get("confirm"), fields.get("timeout")
@@ -387,11 +392,14 @@ def _expect(node: Node, mode: InputMode, errors: Errors) -> dict[str, tuple[str,
     """null (free text), a list of values, or value -> synonym(s); each value is its own synonym."""
     if node.is_null:
         return None
+    entries: list[tuple[Node, tuple[Node, ...]]]
     if node.kind == "sequence":
         entries = [(item, ()) for item in node.as_list()]
     else:
         fields = node.fields(None, errors)
-        entries = [(fields.keys[k], _synonym_nodes(v)) for k, v in fields.values.items()]
+        entries = [
+            (fields.keys[k], () if v.is_null else v.as_list(single=True)) for k, v in fields.values.items()
+        ]
     if not entries:
         raise node.error("needs at least one value; write 'expect: null' for free text")
     expect: dict[str, tuple[str, ...]] = {}
@@ -416,10 +424,6 @@ def _expect(node: Node, mode: InputMode, errors: Errors) -> dict[str, tuple[str,
     return expect
 
 
-def _synonym_nodes(node: Node) -> tuple[Node, ...]:
-    return () if node.is_null else node.as_list(single=True)
-
-
 def _branch(node: Node, scope: _Scope, known: set[str]) -> Branch:
     fields = node.fields(_BRANCH_KEYS, scope.errors)
     variable_node = fields.require("variable")
@@ -428,27 +432,19 @@ def _branch(node: Node, scope: _Scope, known: set[str]) -> Branch:
     case_fields = cases_node.fields(None, scope.errors)
     if not case_fields:
         raise cases_node.error('needs at least one case, like "yes": [{say: ...}]')
-    before = frozenset(known)
-    outcomes: list[set[str]] = []
-    cases: dict[str, tuple[Step, ...]] = {}
-    for key, value in case_fields.values.items():
-        path_known = set(before)
-        cases[key] = _steps(value, scope, path_known)
-        outcomes.append(path_known)
+    # Gather names are unique, so nothing gathered in a case is known on every path after it.
+    cases = {key: _steps(value, scope, set(known)) for key, value in case_fields.values.items()}
     default_node = fields.get("default")
-    path_known = set(before)
-    default = () if default_node is None else _steps(default_node, scope, path_known)
-    outcomes.append(path_known)  # without a default, falling through is a path too
-    known.update(set.intersection(*outcomes))
+    default = () if default_node is None else _steps(default_node, scope, set(known))
     case_keys = tuple((case_fields.keys[k], k) for k in case_fields.values)
-    scope.uses.append(_Use(variable_node, variable, before, case_keys))
+    scope.uses.append(_Use(variable_node, variable, frozenset(known), case_keys))
     return Branch(variable, cases, default)
 
 
 def _llm(node: Node, scope: _Scope, known: set[str]) -> Llm:
     errors = scope.errors
     fields = node.fields(_LLM_KEYS, errors)
-    instructions = _text(fields.require("instructions"), scope, known)
+    instructions = errors.attempt(lambda: _text(fields.require("instructions"), scope, known))
     tools_node, exits_node, turns_node = fields.get("tools"), fields.get("exit_when"), fields.get("max_turns")
     tools: list[Tool] = []
     seen: dict[str, int] = {}
@@ -465,7 +461,7 @@ def _llm(node: Node, scope: _Scope, known: set[str]) -> Llm:
     if exits and "end_conversation" not in seen:
         tools.append(ToolRef("end_conversation"))  # exit_when is only ever signalled through it
     turns = None if turns_node is None else errors.attempt(turns_node.as_int, at_least=1, at_most=100)
-    return Llm(instructions, tuple(tools), exits, turns or 10)
+    return Llm(instructions or "", tuple(tools), exits, turns or 10)
 
 
 def _tool(node: Node, errors: Errors) -> Tool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import threading
 import warnings
@@ -28,9 +27,8 @@ try:
     from deepgram.core.api_error import ApiError
     from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
 except ImportError as exc:  # pragma: no cover - exercised through the registry
-    raise ImportError("Deepgram needs the cloud extra: pip install 'gateway[cloud]' (deepgram-sdk)") from exc
+    raise ImportError("Deepgram needs the cloud extra: pip install 'gateway[cloud]'", name=exc.name) from exc
 
-log = logging.getLogger(__name__)
 
 PROVIDER = "deepgram"
 KEEPALIVE_SECONDS = 5.0   # Deepgram closes a socket after ~10 s without audio or KeepAlive
@@ -110,6 +108,8 @@ class DeepgramStream(SttStream):
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        with contextlib.suppress(RuntimeError):  # created inside the loop: bind to it now
+            self._bind(asyncio.get_running_loop())
         self._closing = False
         self._closed = False
         self._last_word_end = 0.0
@@ -120,12 +120,12 @@ class DeepgramStream(SttStream):
     def push_audio(self, pcm: bytes) -> None:
         if self._closing or not pcm:
             return
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            # A media thread: hand over to the loop rather than touch asyncio objects here.
+            self._loop.call_soon_threadsafe(self.push_audio, pcm)
+            return
         self._ensure_started()
-        assert self._loop is not None
-        if threading.get_ident() == self._loop_thread:
-            self._enqueue(pcm)
-        else:  # a media thread: hand over to the loop rather than touch the queue here
-            self._loop.call_soon_threadsafe(self._enqueue, pcm)
+        self._enqueue(pcm)
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         self._ensure_started()
@@ -150,18 +150,26 @@ class DeepgramStream(SttStream):
         # Let Deepgram flush its last finals after CloseStream, but never hang a hangup on it.
         try:
             await asyncio.wait_for(asyncio.shield(self._task), self._provider.close_timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        self._events.put_nowait(None)
+        except TimeoutError:
+            pass
+        finally:
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._events.put_nowait(None)
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
     def _ensure_started(self) -> None:
         if self._task is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop_thread = threading.get_ident()
+            if self._loop is None:
+                self._bind(asyncio.get_running_loop())
+            assert self._loop is not None
             self._task = self._loop.create_task(self._run(), name="deepgram-stt")
 
     def _enqueue(self, pcm: bytes) -> None:
@@ -194,21 +202,28 @@ class DeepgramStream(SttStream):
         connect = self._provider._client.listen.v1.connect(**self._options)
         sock = await asyncio.wait_for(connect.__aenter__(), self._provider.connect_timeout)
         sender = asyncio.create_task(self._send_loop(sock), name="deepgram-send")
+        receiver = asyncio.create_task(self._receive(sock), name="deepgram-receive")
         try:
-            async for message in sock:
-                event = self._to_event(message)
-                if event is not None:
-                    self._events.put_nowait(event)
-            if not self._closing:  # the server hung up on us
-                raise ProviderError(PROVIDER, "socket closed by the server", retryable=True)
-            if sender.done() and sender.exception() is not None:
-                raise sender.exception()  # type: ignore[misc]
+            pending: set[asyncio.Task[None]] = {sender, receiver}
+            while receiver in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if sender in done and sender.exception() is not None:
+                    raise sender.exception()  # type: ignore[misc]  # a failed send ends the stream too
+            await receiver
         finally:
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await connect.__aexit__(None, None, None)
+
+    async def _receive(self, sock: Any) -> None:
+        async for message in sock:
+            event = self._to_event(message)
+            if event is not None:
+                self._events.put_nowait(event)
+        if not self._closing:  # the server hung up without being asked to
+            raise ProviderError(PROVIDER, "socket closed by the server", retryable=True)
 
     async def _send_loop(self, sock: Any) -> None:
         while True:

@@ -8,9 +8,11 @@ voice families only answer the unary `SynthesizeSpeech`, which `mode="auto"` pic
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import struct
 import warnings
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -22,16 +24,15 @@ with warnings.catch_warnings():  # stdlib audioop is deprecated (not removed) on
     import audioop
 
 try:
-    import google.auth
     import google.auth.exceptions
     import grpc
     from google.api_core import exceptions as gexc
     from google.cloud import texttospeech_v1 as tts
     from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcAsyncIOTransport
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
 except ImportError as exc:  # pragma: no cover - exercised through the registry
-    raise ImportError(
-        "Google TTS needs the cloud extra: pip install 'gateway[cloud]' (google-cloud-texttospeech, grpcio)"
-    ) from exc
+    raise ImportError("Google TTS needs the cloud extra: pip install 'gateway[cloud]'", name=exc.name) from exc
 
 PROVIDER = "google"
 SAMPLE_RATE = 8000
@@ -62,7 +63,7 @@ class GoogleTTS(TextToSpeech):
         insecure: bool = False,
         mode: Mode = "auto",
         speaking_rate: float | None = None,
-        chunk_bytes: int = 1600,
+        chunk_bytes: int = 800,
     ) -> None:
         """`endpoint` + `insecure=True` targets a plaintext gRPC server (tests, on-prem proxies);
         otherwise credentials come from `credentials_file` or GOOGLE_APPLICATION_CREDENTIALS."""
@@ -71,9 +72,11 @@ class GoogleTTS(TextToSpeech):
         self.insecure = insecure
         self.mode = mode
         self.speaking_rate = speaking_rate
-        self.chunk_bytes = chunk_bytes  # unary answers arrive whole; hand them on in ~100 ms pieces
+        self.chunk_bytes = chunk_bytes  # unary answers arrive whole; pass them on in 100 ms pieces
         self._credentials = None if insecure else _load_credentials(credentials_file)
-        self._clients: dict[int, tts.TextToSpeechAsyncClient] = {}
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tts.TextToSpeechAsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def _synthesize(self, text: str, *, voice: str | None) -> AsyncIterator[bytes]:
         name = voice or self.voice
@@ -130,7 +133,7 @@ class GoogleTTS(TextToSpeech):
     def _client(self) -> tts.TextToSpeechAsyncClient:
         # grpc.aio channels belong to the loop that created them: one client per loop.
         loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
+        client = self._clients.get(loop)
         if client is None:
             if self.insecure:
                 target = self.endpoint or "127.0.0.1:50051"
@@ -139,7 +142,7 @@ class GoogleTTS(TextToSpeech):
             else:
                 options = {"api_endpoint": self.endpoint} if self.endpoint else None
                 client = tts.TextToSpeechAsyncClient(credentials=self._credentials, client_options=options)
-            self._clients[id(loop)] = client
+            self._clients[loop] = client
         return client
 
 
@@ -156,11 +159,17 @@ def _load_credentials(path: str | None) -> Any:
         raise ProviderError(
             PROVIDER, "no credentials: set GOOGLE_APPLICATION_CREDENTIALS (or the credentials_file option)"
         )
+    # Load by explicit type rather than trusting whatever the file claims to be.
     try:
-        credentials, _project = google.auth.load_credentials_from_file(path, scopes=SCOPES)
-    except (OSError, google.auth.exceptions.GoogleAuthError) as exc:
+        with open(path, encoding="utf-8") as f:
+            kind = json.load(f).get("type")
+        if kind == "service_account":
+            return service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
+        if kind == "authorized_user":  # `gcloud auth application-default login`
+            return user_credentials.Credentials.from_authorized_user_file(path, scopes=SCOPES)
+    except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as exc:
         raise ProviderError(PROVIDER, f"cannot load credentials from {path}: {exc}") from exc
-    return credentials
+    raise ProviderError(PROVIDER, f"cannot load credentials from {path}: unsupported type {kind!r}")
 
 
 class _MulawDecoder:

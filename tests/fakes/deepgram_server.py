@@ -7,14 +7,14 @@ speech_final, then `UtteranceEnd`, like the real service does at the end of a ph
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 MULAW_8K_BYTES_PER_SECOND = 8000
 
@@ -44,8 +44,15 @@ class Session:
 
 
 class FakeDeepgram:
-    def __init__(self, script: list[Utterance] | None = None, *, drop_after_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        script: list[Utterance] | None = None,
+        *,
+        drop_after_bytes: int | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.script = list(script or [])
+        self.api_key = api_key  # when set, other keys get the real service's 401 at the handshake
         self.drop_after_bytes = drop_after_bytes  # abort the TCP connection, no close frame
         self.sessions: list[Session] = []
         self._server: Server | None = None
@@ -56,7 +63,7 @@ class FakeDeepgram:
         return f"ws://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> FakeDeepgram:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._authorize)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -64,6 +71,11 @@ class FakeDeepgram:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
+        if self.api_key is None or request.headers.get("Authorization") == f"Token {self.api_key}":
+            return None
+        return ws.respond(HTTPStatus.UNAUTHORIZED, '{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials."}')
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -101,14 +113,6 @@ class FakeDeepgram:
         await ws.send(json.dumps(_results(utt.text, said, duration, final=True, speech_final=True, conf=utt.confidence)))
         await ws.send(json.dumps({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": end}))
         return end
-
-    async def drop_all(self) -> None:
-        """Cut every open connection as a network failure would."""
-        assert self._server is not None
-        for conn in list(self._server.connections):
-            with contextlib.suppress(Exception):
-                conn.transport.abort()
-        await asyncio.sleep(0)
 
 
 def _results(
