@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.errors import CallError
@@ -34,6 +35,10 @@ class CallRecord:
     digits: str = ""
     transfer: dict = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
+    transcript: list[dict] = field(default_factory=list)
+    turn_latencies_ms: list[float] = field(default_factory=list)
+    barge_ins: int = 0
+    variables: dict = field(default_factory=dict)
 
 
 class Call:
@@ -114,6 +119,23 @@ class Call:
             return True
         self.clear_playout()
         return False
+
+    def write_audio(self, pcm: bytes) -> None:
+        """Queue audio without waiting (streamed speech); see wait_drained()."""
+        if pcm:
+            self.playout.write(pcm)
+
+    async def wait_drained(self) -> None:
+        """Until everything queued has gone out (or was cleared)."""
+        while self.playout.queued_bytes > 0:
+            self._drained.clear()
+            if self.playout.queued_bytes == 0:
+                break
+            await self._drained.wait()
+
+    async def listen(self, sink: Callable[[bytes], None]) -> None:
+        """Send the caller's 20 ms PCM frames to sink (called on pjmedia's clock thread)."""
+        await self.endpoint.call_command(self.key, "listen", sink)
 
     def clear_playout(self) -> None:
         """Stop what is playing now; a waiting play() returns at once."""

@@ -48,6 +48,19 @@ DIALPLAN_RELOAD_ERRORS = Counter(
     "gateway_dialplan_reload_errors", "Dialplan reloads refused because a file was invalid",
     registry=REGISTRY,
 )
+TURN_LATENCY = Histogram(
+    "gateway_turn_latency_seconds", "Caller's end of speech to the first agent audio handed to RTP",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0), registry=REGISTRY,
+)
+STAGE_LATENCY = Histogram(
+    "gateway_stage_latency_seconds", "Latency of one pipeline stage", ["stage"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY,
+)
+BARGE_INS = Counter("gateway_barge_ins", "Agent speech interrupted by the caller", registry=REGISTRY)
+FALLBACKS = Counter("gateway_fallbacks", "Fallback paths taken, by kind", ["kind"], registry=REGISTRY)
+PROVIDER_ERRORS = Counter(
+    "gateway_provider_errors", "Speech/language provider failures", ["provider"], registry=REGISTRY,
+)
 DRAINING = Gauge("gateway_draining", "1 while the worker refuses new calls to stop", registry=REGISTRY)
 
 
@@ -92,3 +105,23 @@ def rtp_frames(received: int, sent: int, underruns: int) -> None:
 
 def registration(trunk: str, up: bool) -> None:
     REGISTRATION_UP.labels(trunk=trunk).set(1 if up else 0)
+
+
+def turn_latency(seconds: float) -> None:
+    TURN_LATENCY.observe(seconds)
+
+
+def stage_latency(stage: str, seconds: float) -> None:
+    STAGE_LATENCY.labels(stage=stage).observe(seconds)
+
+
+def barge_in() -> None:
+    BARGE_INS.inc()
+
+
+def fallback(kind: str) -> None:
+    FALLBACKS.labels(kind=kind).inc()
+
+
+def provider_error(provider: str) -> None:
+    PROVIDER_ERRORS.labels(provider=provider).inc()

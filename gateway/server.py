@@ -8,10 +8,14 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway import metrics
+from gateway.agent.runner import ScriptRunner
+from gateway.agent.script import AgentScript
+from gateway.agent.turns import TurnConfig
 from gateway.call import Call
 from gateway.config import Settings
 from gateway.dialplan import model as dp
@@ -21,6 +25,8 @@ from gateway.errors import CallError
 from gateway.flow import TRANSFER_FAILED_TEXT, FlowEnded, FlowRunner
 from gateway.media.audio import load_wav
 from gateway.media.prompts import PromptRenderer
+from gateway.providers.local import PiperTTS, WhisperSTT
+from gateway.session import CallSession
 from gateway.records import CallJournal, CallRecords
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
@@ -36,6 +42,8 @@ class Worker:
         self.records = CallRecords(settings.records)
         self.journal = CallJournal(settings.journal)
         self.prompts = PromptRenderer(settings.cache_dir / "prompts")
+        self._voice = PiperTTS(self.prompts)
+        self._stt = WhisperSTT()
         self.calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -168,12 +176,16 @@ class Worker:
         setup = time.monotonic() - call.incoming.received_at - route.ring_seconds
         call.record.setup_ms = round(setup * 1000, 2)
         metrics.call_answered(setup)
-        runner = FlowRunner(call, self._speak, self._clip, self.settings.operator_uri)
-        if isinstance(action, dp.TransferAction):
-            steps: tuple[dp.Step, ...] = (dp.Transfer(action.target, action.on_failure),)
+        if isinstance(action, dp.AgentAction):
+            work = self._converse(call, action.script)  # type: ignore[arg-type]
         else:
-            steps = action.steps
-        flow = asyncio.create_task(runner.run(steps))
+            runner = FlowRunner(call, self._speak, self._clip, self.settings.operator_uri)
+            if isinstance(action, dp.TransferAction):
+                steps: tuple[dp.Step, ...] = (dp.Transfer(action.target, action.on_failure),)
+            else:
+                steps = action.steps
+            work = runner.run(steps)
+        flow = asyncio.create_task(work)
         hangup = asyncio.create_task(call.disconnected.wait())
         try:
             await asyncio.wait({flow, hangup}, return_when=asyncio.FIRST_COMPLETED)
@@ -218,6 +230,28 @@ class Worker:
             log.exception("call %s: call record not written", call.key)
         log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
 
+    async def _converse(self, call: Call, script: AgentScript) -> str:
+        """An agent script on the offline engines: hear, think, speak until the script ends."""
+        turn_config = TurnConfig()
+        if script.end_of_turn_ms:
+            turn_config = replace(turn_config, end_silence_ms=script.end_of_turn_ms)
+        if script.barge_in_min_ms is not None:
+            turn_config = replace(turn_config, barge_in_min_ms=script.barge_in_min_ms)
+        session = CallSession(call, [self._stt], self._voice, None, turn_config, self._clip,
+                              keyterms=script.vocabulary)
+        await session.start()
+        runner = ScriptRunner(script, session, self.settings.operator_uri,
+                              {"caller": call.incoming.caller, "called": call.incoming.dialled})
+        try:
+            return await runner.run()
+        finally:
+            record = call.record
+            record.transcript = session.transcript
+            record.turn_latencies_ms = session.turn_latencies_ms
+            record.barge_ins = session.barge_ins
+            record.variables = dict(runner.variables)
+            await session.close()
+
     # ---- audio sources ----
     async def _speak(self, text: str) -> bytes:
         cached = self.prompts.cached(text)
@@ -237,6 +271,7 @@ class Worker:
         """Render every dialplan prompt ahead of the first call that needs it."""
         texts = flow_texts(self.dialplans.current) | {TRANSFER_FAILED_TEXT}
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._tts, self._stt.warm_up)
         for text in sorted(texts):
             if self.prompts.cached(text) is None:
                 try:

@@ -59,8 +59,9 @@ flow:
 
 def make_plans(directory: Path, busy_port: int = 9) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("+15550100.yaml", "+15550142.yaml", "default.yaml"):
+    for name in ("+15550100.yaml", "+15550101.yaml", "+15550142.yaml", "default.yaml"):
         shutil.copy(REPO / "dialplans" / name, directory / name)
+    shutil.copytree(REPO / "dialplans" / "agents", directory / "agents")
     save_wav(directory / "tone440.wav", tone(440, 1.0))
     save_wav(directory / "tone440-long.wav", tone(440, 8.0))
     save_wav(directory / "tone1000.wav", tone(1000, 1.0))

@@ -18,6 +18,7 @@ from gateway.dialplan.model import (
     Action,
     Dialplan,
     DialplanSet,
+    AgentAction,
     FlowAction,
     Gather,
     Hangup,
@@ -40,8 +41,8 @@ __all__ = ["dialplan_files", "flow_texts", "load_dialplans"]
 _T = TypeVar("_T")
 
 DEFAULT_NAME = "default"
-_TOP_KEYS = ("numbers", "timezone", "ring", "rules", "flow", "transfer", "reject")
-_ACTION_KEYS = ("flow", "transfer", "reject")
+_TOP_KEYS = ("numbers", "timezone", "ring", "rules", "flow", "transfer", "reject", "agent")
+_ACTION_KEYS = ("flow", "transfer", "reject", "agent")
 _RULE_KEYS = ("when", *_ACTION_KEYS)
 _WHEN_KEYS = ("callers", "days", "hours")
 _STEP_KEYS = ("say", "play", "pause", "gather", "transfer", "hangup")
@@ -115,6 +116,10 @@ def flow_texts(plans: DialplanSet) -> set[str]:
                 _collect_texts(action.steps, texts)
             elif isinstance(action, TransferAction):
                 _collect_texts(action.on_failure, texts)
+            elif isinstance(action, AgentAction):
+                from gateway.agent.script import script_texts
+
+                texts |= script_texts(action.script)  # type: ignore[arg-type]
     return texts
 
 
@@ -272,9 +277,9 @@ def _hours(node: Node) -> tuple[int, int]:
 def _action(fields: Fields, base: Path, errors: Errors) -> Action:
     present = fields.present(*_ACTION_KEYS)
     if not present:
-        raise fields.node.error("needs one of: flow, transfer, reject")
+        raise fields.node.error("needs one of: flow, transfer, reject, agent")
     if len(present) > 1:
-        raise fields.key_error(present[1], f"only one of flow, transfer, reject (also has '{present[0]}')")
+        raise fields.key_error(present[1], f"only one of flow, transfer, reject, agent (also has '{present[0]}')")
     name = present[0]
     node = fields.values[name]
     if name == "flow":
@@ -284,7 +289,23 @@ def _action(fields: Fields, base: Path, errors: Errors) -> Action:
     if name == "transfer":
         target, on_failure = _transfer(node, base, errors)
         return TransferAction(target, on_failure)
+    if name == "agent":
+        return _agent(node, base, errors)
     return _reject(node, errors)
+
+
+def _agent(node: Node, base: Path, errors: Errors) -> AgentAction:
+    from gateway.agent.script_loader import load_agent_checked
+
+    path = (base / node.as_str()).resolve()
+    if not path.is_file():
+        raise node.error(f"agent script not found: {path}")
+    script, problems = load_agent_checked(path)
+    for problem in problems:
+        errors.add(problem)
+    if script is None:
+        raise node.error(f"agent script {path.name} has errors (listed above)")
+    return AgentAction(script)
 
 
 def _reject(node: Node, errors: Errors) -> RejectAction:

@@ -18,6 +18,7 @@ __all__ = [
     "ANONYMOUS",
     "NOT_FOUND",
     "Action",
+    "AgentAction",
     "Dialplan",
     "DialplanSet",
     "FlowAction",
@@ -140,7 +141,14 @@ class RejectAction:
             raise ValueError(f"reject code must be 400-699, got {self.code}")
 
 
-Action = FlowAction | TransferAction | RejectAction
+@dataclass(frozen=True, slots=True)
+class AgentAction:
+    """Answer and hold a conversation with an agent script (loaded and checked with the plan)."""
+
+    script: object  # gateway.agent.script.AgentScript; untyped here to keep routing import-light
+
+
+Action = FlowAction | TransferAction | RejectAction | AgentAction
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import pjsua2 as pj
 from gateway.config import Settings
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
+from gateway.sip import pjutil
 from gateway.sip.message import InviteInfo, parse_invite, problems
 
 if TYPE_CHECKING:
@@ -59,6 +61,13 @@ class IncomingPolicy:
         return Decision(info, name)
 
 
+def _frame_reader(sink: Callable[[bytes], None]) -> Callable[[pj.MediaFrame], None]:
+    def on_frame(frame: pj.MediaFrame) -> None:
+        sink(pjutil.read_frame_bytes(frame))
+
+    return on_frame
+
+
 def _host(source: str) -> str:
     if source.startswith("["):
         return source[1:source.index("]")]
@@ -77,6 +86,7 @@ class GatewayCall(pj.Call):
         self.playout = PlayoutBuffer(on_drained=functools.partial(owner.post, ev.PlayoutDrained(self.key)))
         self.port = None
         self.hung_up_locally = False
+        self.sink: Callable[[bytes], None] | None = None
         self._underruns_seen = 0
         self._transfer_done = False
 
@@ -99,6 +109,12 @@ class GatewayCall(pj.Call):
         if code:
             prm.statusCode = code
         self.hangup(prm)
+
+    def listen(self, sink: Callable[[bytes], None]) -> None:
+        """Hand the caller's audio frames to sink, from the clock thread."""
+        self.sink = sink
+        if self.port is not None:
+            self.port.on_audio = _frame_reader(sink)
 
     def transfer(self, uri: str) -> None:
         self._transfer_done = False
@@ -142,6 +158,8 @@ class GatewayCall(pj.Call):
             if self.port is None:
                 self.port = self.owner.ports.acquire()
                 self.port.playout = self.playout
+                if self.sink is not None:
+                    self.port.on_audio = _frame_reader(self.sink)
                 self.owner.post(ev.MediaReady(self.key))
             media.startTransmit(self.port)
             self.port.startTransmit(media)

@@ -1,0 +1,173 @@
+"""Walks an agent script on a live call: disclosure, say/play, spoken or keypad gathers with
+the fallback policy, branches, transfer, hangup. Audio and timing belong to CallSession."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from gateway import metrics
+from gateway.agent import fallback as fb
+from gateway.agent import script as sc
+from gateway.flow import TRANSFER_FAILED_TEXT
+from gateway.session import Answer, CallSession
+
+log = logging.getLogger("gateway.agent")
+GOODBYE = "Thank you for calling. Goodbye."
+ESCALATE = "Let me connect you with someone who can help."
+
+
+class ScriptEnded(Exception):
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class ScriptRunner:
+    def __init__(self, script: sc.AgentScript, session: CallSession, operator_uri: str,
+                 variables: dict[str, str]) -> None:
+        self.script = script
+        self.session = session
+        self.call = session.call
+        self._operator_uri = operator_uri
+        self.variables: dict[str, str] = {**script.variables, **variables}
+        self._turn_end: float | None = None
+
+    async def run(self) -> str:
+        try:
+            if self.script.disclosure:
+                await self._say(self.script.disclosure, interruptible=False)
+            await self.steps(self.script.steps)
+            await self._hangup()
+            return "completed"
+        except ScriptEnded as end:
+            return end.outcome
+
+    async def steps(self, steps: Sequence[sc.Step]) -> None:
+        for step in steps:
+            await self.step(step)
+
+    async def step(self, step: sc.Step) -> None:
+        if isinstance(step, sc.Say):
+            await self._say(sc.fill(step.text, self.variables))
+        elif isinstance(step, sc.Play):
+            await self.session.say(step.clip or step.path.name, clip=step.path,
+                                   turn_end=self._take_turn_end())
+        elif isinstance(step, sc.Gather):
+            await self.gather(step)
+        elif isinstance(step, sc.Branch):
+            await self.steps(step.select(self.variables.get(step.variable)))
+        elif isinstance(step, sc.Transfer):
+            await self._transfer(step.target, step.on_failure)
+        elif isinstance(step, sc.Hangup):
+            await self._hangup()
+            raise ScriptEnded("completed")
+        elif isinstance(step, sc.Llm):
+            await self._llm_unavailable(step)
+
+    async def _hangup(self) -> None:
+        await self.call.hangup()
+
+    async def _transfer(self, target: str, on_failure: Sequence[sc.Step]) -> None:
+        uri = self._operator_uri if target == "operator" else target
+        code, reason = await self.call.transfer(uri)
+        self.call.record.transfer = {"target": uri, "code": code, "reason": reason}
+        if 200 <= code < 300:
+            metrics.transfer("success")
+            await self.call.hangup()
+            raise ScriptEnded("transferred")
+        metrics.transfer("failed")
+        log.warning("call %s: transfer to %s failed: %s %s", self.call.key, uri, code, reason)
+        if on_failure:
+            await self.steps(on_failure)
+        else:
+            await self._say(TRANSFER_FAILED_TEXT)
+
+    async def _say(self, text: str, interruptible: bool = True) -> bool:
+        clip = self.script.clip_for(text)
+        return await self.session.say(text, interruptible=interruptible, clip=clip,
+                                      turn_end=self._take_turn_end())
+
+    def _take_turn_end(self) -> float | None:
+        turn_end, self._turn_end = self._turn_end, None
+        return turn_end
+
+    # ---- gather ----
+    async def gather(self, g: sc.Gather) -> None:
+        f = self.script.fallback
+        policy = fb.FallbackPolicy(fb.PolicyConfig(
+            max_no_input=f.max_no_input, max_no_match=f.max_no_match,
+            max_total_failures=f.max_failures, low_confidence_threshold=f.low_confidence,
+            has_transfer_target=f.escalate_to is not None, no_input_timeout=g.timeout))
+        prompt = sc.fill(g.prompt, self.variables)
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._say(prompt)
+            policy.listen(loop.time())
+            answer = await self.session.next_answer(g.timeout, dtmf=g.input != "speech",
+                                                    max_digits=_max_digits(g))
+            kind, value = self._classify(g, answer)
+            if answer.speech_end:
+                self._turn_end = answer.speech_end
+            decision = policy.on_answer(kind, loop.time(), text=value or answer.text,
+                                        confidence=answer.confidence if not answer.digits else 1.0)
+            if isinstance(decision, fb.Accept):
+                if g.confirm and not await self._confirmed(value or ""):
+                    prompt = sc.fill(g.prompt, self.variables)
+                    continue
+                self.variables[g.name] = value or decision.text
+                log.info("call %s: %s = %r", self.session.call.key, g.name, self.variables[g.name])
+                return
+            if isinstance(decision, fb.Reprompt):
+                metrics.fallback(decision.kind)
+                if decision.kind == "low_confidence":
+                    if await self._confirmed(value or answer.text):
+                        self.variables[g.name] = value or answer.text
+                        return
+                    prompt = sc.fill(g.prompt, self.variables)
+                else:
+                    prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
+                continue
+            await self._give_up(decision)
+
+    def _classify(self, g: sc.Gather, answer: Answer) -> tuple[str, str | None]:
+        if answer.empty:
+            return "no_input", None
+        heard = answer.digits or answer.text
+        value = sc.match_expected(g, heard)
+        if value is None:
+            return "no_match", None
+        return "match", value
+
+    async def _confirmed(self, value: str) -> bool:
+        await self._say(f"I heard {value}. Is that right?")
+        answer = await self.session.next_answer(6.0, dtmf=True)
+        if answer.digits:
+            return answer.digits.startswith("1")
+        return sc.confirm_answer(answer.text) is True
+
+    async def _give_up(self, decision: fb.Decision) -> None:
+        if isinstance(decision, fb.Apologize):
+            await self._say("Sorry, we're having trouble on our side.")
+            decision = decision.then
+        if isinstance(decision, fb.Escalate) and self.script.fallback.escalate_to:
+            metrics.fallback("escalate")
+            await self._say(ESCALATE)
+            await self._transfer(self.script.fallback.escalate_to, ())
+            await self._say(GOODBYE)
+            await self._hangup()
+            raise ScriptEnded("gave_up")
+        metrics.fallback("close")
+        await self._say(GOODBYE)
+        await self._hangup()
+        raise ScriptEnded("gave_up")
+
+    async def _llm_unavailable(self, step: sc.Llm) -> None:
+        log.warning("call %s: llm step skipped (no language model configured)", self.session.call.key)
+
+
+def _max_digits(g: sc.Gather) -> int:
+    if not g.expect:
+        return 1
+    return max((len(s) for syns in g.expect.values() for s in syns if s.isdigit()), default=1)

@@ -1,0 +1,245 @@
+"""A conversation's audio side: hear the caller (VAD → turns → recogniser) and speak to them
+(sentences → clips or streamed TTS → PlayoutBuffer), with barge-in.
+
+Everything runs on the asyncio loop; inbound frames arrive from pjmedia's clock thread through
+`call_soon_threadsafe`. The script runner (gateway/agent/runner.py) asks for `say()` and
+`next_answer()`; this module owns timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import metrics
+from gateway.agent import turns as tt
+from gateway.call import Call
+from gateway.errors import ProviderError
+from gateway.frames import TranscriptEvent
+from gateway.media.vad import Vad
+from gateway.providers.base import SpeechToText, SttStream, TextToSpeech
+
+log = logging.getLogger("gateway.session")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_TRANSCRIPT_WAIT = 2.0  # after the turn ends, how long to wait for the recogniser's final
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the caller gave: words (with confidence), keypad digits, or nothing."""
+
+    text: str = ""
+    confidence: float = 0.0
+    digits: str = ""
+    speech_end: float = 0.0  # loop time the caller stopped talking (for turn latency)
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip() and not self.digits
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+class CallSession:
+    def __init__(self, call: Call, stt: Sequence[SpeechToText], tts: TextToSpeech,
+                 fallback_tts: TextToSpeech | None, turn_config: tt.TurnConfig,
+                 load_clip: Callable[[Path], Awaitable[bytes]], keyterms: Sequence[str] = ()) -> None:
+        self.call = call
+        self._stt_chain = list(stt)
+        self._tts = tts
+        self._fallback_tts = fallback_tts
+        self._load_clip = load_clip
+        self._keyterms = keyterms
+        self.turns = tt.TurnDetector(turn_config)
+        self._vad = Vad()
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self._finals: list[TranscriptEvent] = []
+        self._answers: asyncio.Queue[Answer] = asyncio.Queue()
+        self._stream: SttStream | None = None
+        self._stream_started = 0.0
+        self._speaking: asyncio.Task[bool] | None = None
+        self._agent_audio = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.transcript: list[dict] = []
+        self.turn_latencies_ms: list[float] = []
+        self.barge_ins = 0
+        self._pending_turn_end: float | None = None
+
+    # ---- lifecycle ----
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._open_stream()
+        await self.call.listen(lambda pcm: loop.call_soon_threadsafe(self._frames.put_nowait, pcm))
+        self._tasks = [asyncio.create_task(self._hear(), name=f"hear-{self.call.key}")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
+
+    def _open_stream(self) -> None:
+        provider = self._stt_chain[0]
+        self._stream = provider.stream(keyterms=self._keyterms)
+        self._stream_started = asyncio.get_running_loop().time()
+        self._tasks.append(asyncio.create_task(self._recognise(self._stream, provider.name)))
+
+    # ---- hearing ----
+    async def _hear(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = await self._frames.get()
+            now = loop.time()
+            self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
+            if self._stream is not None:
+                self._stream.push_audio(frame)
+
+    async def _recognise(self, stream: SttStream, name: str) -> None:
+        try:
+            async for event in stream.events():
+                if not event.is_final:
+                    if event.text.strip():
+                        self._act(self.turns.on_transcript(event.text, False, False,
+                                                           asyncio.get_running_loop().time()))
+                    continue
+                if event.text.strip():
+                    self._finals.append(event)
+                    self.transcript.append({"who": "caller", "text": event.text.strip(),
+                                            "confidence": round(event.confidence, 2),
+                                            "at": round(time.time(), 3)})
+                self._act(self.turns.on_transcript(event.text, True, event.speech_final,
+                                                   asyncio.get_running_loop().time()))
+        except ProviderError as exc:
+            metrics.provider_error(name)
+            log.warning("call %s: recogniser %s failed: %s", self.call.key, name, exc)
+            self._stt_chain.pop(0)
+            if self._stt_chain:
+                metrics.fallback("provider_error")
+                log.info("call %s: switching to %s", self.call.key, self._stt_chain[0].name)
+                self._open_stream()
+            else:
+                self._stream = None
+
+    def _act(self, actions: list[tt.TurnAction]) -> None:
+        for action in actions:
+            if isinstance(action, tt.PausePlayout):
+                self.call.playout.pause()
+            elif isinstance(action, tt.ResumePlayout):
+                self.call.playout.resume()
+            elif isinstance(action, tt.ConfirmBargeIn):
+                self.barge_ins += 1
+                metrics.barge_in()
+                if self._speaking is not None and not self._speaking.done():
+                    self._speaking.cancel()
+                self.call.clear_playout()
+            elif isinstance(action, tt.TurnEnded):
+                asyncio.get_running_loop().create_task(self._finish_turn(action))
+
+    async def _finish_turn(self, ended: tt.TurnEnded) -> None:
+        """Wait for the recogniser to catch up with the turn, then hand over the words."""
+        loop = asyncio.get_running_loop()
+        start = ended.speech_start - self._stream_started - 0.3
+        stop = ended.speech_end - self._stream_started - 0.2
+        deadline = loop.time() + _TRANSCRIPT_WAIT
+        while loop.time() < deadline and not any(e.end >= stop for e in self._finals):
+            await asyncio.sleep(0.02)
+        words = [e for e in self._finals if e.end > start]
+        self._finals = [e for e in self._finals if e.end <= start]
+        text = " ".join(e.text.strip() for e in words).strip()
+        confidence = min((e.confidence for e in words), default=0.0)
+        self._answers.put_nowait(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
+
+    async def next_answer(self, timeout: float, dtmf: bool = True, max_digits: int = 1) -> Answer:
+        """The caller's next turn (words) or keypad entry; an empty Answer after `timeout`
+        seconds of nothing (timer paused while the caller is talking)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self._answers.empty():
+                return self._answers.get_nowait()
+            if dtmf and self.call.pending_digit():
+                digits = ""
+                while len(digits) < max_digits:
+                    digit = await self.call.next_digit(3.0 if digits else 0.01)
+                    if digit is None or digit == "#":
+                        break
+                    digits += digit
+                return Answer(digits=digits, confidence=1.0, speech_end=loop.time())
+            if self.turns.state is not tt.TurnState.IDLE:
+                deadline = max(deadline, loop.time() + 1.0)  # they are talking: keep listening
+            if loop.time() >= deadline:
+                return Answer()
+            await asyncio.sleep(0.02)
+
+    def flush_answers(self) -> None:
+        while not self._answers.empty():
+            self._answers.get_nowait()
+
+    # ---- speaking ----
+    async def say(self, text: str, interruptible: bool = True, clip: Path | None = None,
+                  turn_end: float | None = None) -> bool:
+        """Speak text (or a recorded clip). Returns False if the caller barged in."""
+        self.transcript.append({"who": "agent", "text": text, "at": round(time.time(), 3)})
+        self.turns.set_interruptible(interruptible)
+        self._pending_turn_end = turn_end
+        self._speaking = asyncio.ensure_future(self._speak(text, clip))
+        try:
+            return await self._speaking
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return False
+        finally:
+            self._speaking = None
+            self.turns.set_interruptible(True)
+
+    async def _speak(self, text: str, clip: Path | None) -> bool:
+        loop = asyncio.get_running_loop()
+        self._act(self.turns.agent_speaking(True, loop.time()))
+        self.call.playout.begin_stream()
+        try:
+            if clip is not None:
+                self._write(await self._load_clip(clip))
+            else:
+                for sentence in sentences(text):
+                    await self._speak_sentence(sentence)
+            self.call.playout.end_stream()
+            await self.call.wait_drained()
+            return True
+        finally:
+            self.call.playout.end_stream()
+            self._act(self.turns.agent_speaking(False, loop.time()))
+
+    async def _speak_sentence(self, sentence: str) -> None:
+        engines = [self._tts] + ([self._fallback_tts] if self._fallback_tts else [])
+        for engine in engines:
+            try:
+                async for chunk in engine.synthesize(sentence):
+                    self._write(chunk)
+                return
+            except ProviderError as exc:
+                metrics.provider_error(engine.name)
+                metrics.fallback("provider_error")
+                log.warning("call %s: TTS %s failed: %s", self.call.key, engine.name, exc)
+        log.error("call %s: no voice could say %r", self.call.key, sentence)
+
+    def _write(self, pcm: bytes) -> None:
+        if self._pending_turn_end is not None and pcm:
+            # Turn latency: caller's end of speech → first agent audio handed to the wire.
+            latency = asyncio.get_running_loop().time() - self._pending_turn_end
+            self.turn_latencies_ms.append(round(latency * 1000, 1))
+            metrics.turn_latency(latency)
+            self._pending_turn_end = None
+        self.call.write_audio(pcm)
