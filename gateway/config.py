@@ -63,6 +63,11 @@ class Settings:
     records: Path = Path("var/calls.jsonl")
     cache_dir: Path = Path("var/cache")
     log_level: str = "info"
+    # Speech and language providers: offline engines unless set (see README "Providers").
+    stt: tuple[str, ...] = ("local",)
+    tts: str = "local"
+    llm: dict = field(default_factory=dict)
+    provider_options: dict = field(default_factory=dict)
     # Proxy that outgoing requests (REGISTER) go through and the Contact to advertise: set by
     # the supervisor when workers sit behind the Kamailio front.
     outbound_proxy: str | None = None
@@ -93,6 +98,7 @@ class Settings:
 _TOP_KEYS = {
     "sip", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
     "calls_per_worker", "drain_timeout", "records", "cache_dir", "log_level",
+    "stt", "tts", "llm", "provider_options",
 }
 _SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
 _METRICS_KEYS = {"address", "port"}
@@ -162,10 +168,29 @@ def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
     take(doc, "calls_per_worker", "calls_per_worker", lambda n: n.as_int(at_least=1))
     take(doc, "drain_timeout", "drain_timeout", lambda n: n.as_float(at_least=0))
     take(doc, "log_level", "log_level", _log_level)
+    take(doc, "stt", "stt", lambda n: tuple(item.as_str() for item in n.as_list(single=True)))
+    take(doc, "tts", "tts", yamlfile.Node.as_str)
+    take(doc, "llm", "llm", _plain_mapping)
+    take(doc, "provider_options", "provider_options", _plain_mapping)
     if (node := doc.get("trunks")) is not None:
         trunks = [errors.attempt(_trunk, item, errors) for item in node.as_list()]
         kw["trunks"] = tuple(t for t in trunks if t is not None)
     return Settings(**kw)  # type: ignore[arg-type]
+
+
+def _plain_mapping(node: yamlfile.Node) -> dict:
+    """A mapping as plain Python values (provider options are checked by the provider)."""
+    if node.kind != "mapping":
+        raise node.error(f"expected a mapping (key: value), got {node.describe()}")
+    return _plain(node)
+
+
+def _plain(node: yamlfile.Node) -> object:
+    if node.kind == "mapping":
+        return {key.as_str(): _plain(value) for key, value in node.pairs()}
+    if node.kind == "sequence":
+        return [_plain(item) for item in node.as_list()]
+    return node.value
 
 
 def _sip_uri(node: yamlfile.Node) -> str:

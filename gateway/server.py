@@ -26,6 +26,7 @@ from gateway.flow import TRANSFER_FAILED_TEXT, FlowEnded, FlowRunner
 from gateway.media.audio import load_wav
 from gateway.media.prompts import PromptRenderer
 from gateway.providers.local import PiperTTS, WhisperSTT
+from gateway.providers.engines import Engines
 from gateway.session import CallSession
 from gateway.records import CallJournal, CallRecords
 from gateway.sip import events as ev
@@ -44,6 +45,7 @@ class Worker:
         self.prompts = PromptRenderer(settings.cache_dir / "prompts")
         self._voice = PiperTTS(self.prompts)
         self._stt = WhisperSTT()
+        self._engines = Engines.from_settings(settings, self._voice, self._stt)
         self.calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -237,11 +239,13 @@ class Worker:
             turn_config = replace(turn_config, end_silence_ms=script.end_of_turn_ms)
         if script.barge_in_min_ms is not None:
             turn_config = replace(turn_config, barge_in_min_ms=script.barge_in_min_ms)
-        session = CallSession(call, [self._stt], self._voice, None, turn_config, self._clip,
-                              keyterms=script.vocabulary)
+        engines = self._engines
+        session = CallSession(call, list(engines.stt), engines.tts, engines.fallback_tts,
+                              turn_config, self._clip, keyterms=script.vocabulary)
         await session.start()
         runner = ScriptRunner(script, session, self.settings.operator_uri,
-                              {"caller": call.incoming.caller, "called": call.incoming.dialled})
+                              {"caller": call.incoming.caller, "called": call.incoming.dialled},
+                              llm=engines.llm)
         try:
             return await runner.run()
         finally:

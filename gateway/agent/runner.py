@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from gateway import metrics
 from gateway.agent import fallback as fb
 from gateway.agent import script as sc
+from gateway.agent.llm_step import LlmConversation
+from gateway.errors import ProviderError
 from gateway.flow import TRANSFER_FAILED_TEXT
+from gateway.providers.base import LanguageModel
 from gateway.session import Answer, CallSession
 
 log = logging.getLogger("gateway.agent")
@@ -26,7 +29,8 @@ class ScriptEnded(Exception):
 
 class ScriptRunner:
     def __init__(self, script: sc.AgentScript, session: CallSession, operator_uri: str,
-                 variables: dict[str, str]) -> None:
+                 variables: dict[str, str], llm: LanguageModel | None = None) -> None:
+        self._llm = llm
         self.script = script
         self.session = session
         self.call = session.call
@@ -64,7 +68,7 @@ class ScriptRunner:
             await self._hangup()
             raise ScriptEnded("completed")
         elif isinstance(step, sc.Llm):
-            await self._llm_unavailable(step)
+            await self.converse(step)
 
     async def _hangup(self) -> None:
         await self.call.hangup()
@@ -163,8 +167,25 @@ class ScriptRunner:
         await self._hangup()
         raise ScriptEnded("gave_up")
 
-    async def _llm_unavailable(self, step: sc.Llm) -> None:
-        log.warning("call %s: llm step skipped (no language model configured)", self.session.call.key)
+    async def converse(self, step: sc.Llm) -> None:
+        if self._llm is None:
+            log.warning("call %s: llm step skipped: no language model configured (llm: in "
+                        "gateway.yaml)", self.call.key)
+            return
+        conversation = LlmConversation(step, self._llm, self.session, self.variables, self._say)
+        try:
+            ending = await conversation.run()
+        except ProviderError as exc:
+            metrics.provider_error(exc.provider)
+            log.warning("call %s: language model failed: %s", self.call.key, exc)
+            await self._give_up(fb.Apologize(fb.Escalate("provider_error")))
+            return
+        if ending == "hangup":
+            await self._say(GOODBYE)
+            await self._hangup()
+            raise ScriptEnded("completed")
+        if ending == "transfer":
+            await self._transfer(self.script.fallback.escalate_to or "operator", ())
 
 
 def _max_digits(g: sc.Gather) -> int:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 _COMPACT = {"i": "call-id", "t": "to", "f": "from", "l": "content-length", "c": "content-type",
-            "m": "contact", "v": "via"}
+            "m": "contact", "v": "via", "e": "content-encoding"}
 _USER = re.compile(r"^(?:sips?|tel):([^@;>?]*)", re.IGNORECASE)
 _SINGLE = ("call-id", "to", "from", "cseq", "max-forwards", "content-length")
+_SDP_RANGES = ("application/sdp", "application/*", "*/*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,11 @@ def parse_invite(text: str) -> InviteInfo:
 
 
 def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
-    """(status, reason) when the INVITE must be refused although pjsip parsed it."""
+    """(status, reason) when the INVITE must be refused although pjsip parsed it.
+
+    pjsip's own checks (Require → 420, a body it cannot read → 415) answer before the gateway
+    sees the INVITE; these hold for the text alone, whatever reached us.
+    """
     head, body, _ = _split(text)
     headers = list(_headers(_unfold(head)[1:]))
     counts: dict[str, int] = {}
@@ -57,17 +62,53 @@ def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
     for name in _SINGLE:
         if counts.get(name, 0) > 1:
             return 400, f"Multiple {name.title()} headers"
-    length = dict(headers).get("content-length")
+    values = dict(headers)
+    content = body.encode("utf-8", "surrogateescape")
+    length = values.get("content-length")
     if length is not None:
         if not length.strip().isdigit():
             return 400, "Bad Content-Length"
-        if datagram and int(length) > len(body.encode("utf-8", "surrogateescape")):
+        if datagram and int(length) > len(content):
             return 400, "Content-Length larger than message"
-    accept = dict(headers).get("accept")
-    if accept is not None and accept.strip() and "application/sdp" not in accept.lower() \
-            and "*/*" not in accept and "application/*" not in accept.lower():
+        content = content[:int(length)]
+    if content.strip():
+        ctype = values.get("content-type")
+        if ctype is None:
+            return 400, "Missing Content-Type"
+        media = _media_type(ctype)
+        if media != "application/sdp" and not media.startswith("multipart/"):
+            return 415, "Unsupported Media Type"
+    codings = [c.strip().lower() for name, value in headers if name == "content-encoding"
+               for c in value.split(",")]
+    if any(c and c != "identity" for c in codings):
+        return 415, "Unsupported Media Type"
+    accept = ",".join(value for name, value in headers if name == "accept")
+    if accept.strip(" ,") and not _accepts_sdp(accept):
         return 406, "Not Acceptable"
     return None
+
+
+def _media_type(value: str) -> str:
+    return "".join(value.split(";", 1)[0].split()).lower()
+
+
+def _accepts_sdp(accept: str) -> bool:
+    """Whether an Accept value admits application/sdp (ranges, q-values: RFC 3261 20.1)."""
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        if _media_type(media) not in _SDP_RANGES:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, val = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(val.strip())
+                except ValueError:
+                    q = 1.0
+        if q > 0:
+            return True
+    return False
 
 
 def _split(text: str) -> tuple[str, str, str]:

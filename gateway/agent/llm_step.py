@@ -1,0 +1,149 @@
+"""The `llm` step: free conversation with a streaming language model and tools.
+
+Sentences are spoken as soon as the model has produced them. Built-in tools end or redirect the
+call; webhook tools are HTTP requests whose JSON answer goes back to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+from gateway import metrics
+from gateway.agent import script as sc
+from gateway.errors import ProviderError
+from gateway.frames import ToolCall, ToolSpec
+from gateway.providers.base import LanguageModel
+from gateway.session import CallSession, sentences
+
+log = logging.getLogger("gateway.agent")
+_MAX_TOOL_ROUNDS = 3
+_BUILTIN_SPECS = {
+    "transfer": ToolSpec("transfer", "Transfer the caller to a human colleague.",
+                         {"type": "object", "properties": {"reason": {"type": "string"}}}),
+    "hangup": ToolSpec("hangup", "End the call after saying goodbye.",
+                       {"type": "object", "properties": {}}),
+    "end_conversation": ToolSpec("end_conversation",
+                                 "Call when an exit condition holds; the script continues.",
+                                 {"type": "object", "properties": {"summary": {"type": "string"}}}),
+    "send_dtmf": ToolSpec("send_dtmf", "Send keypad tones on the call.",
+                          {"type": "object", "properties": {"digits": {"type": "string"}},
+                           "required": ["digits"]}),
+}
+
+
+class LlmEnd(Exception):
+    """The model chose a tool that ends the step: `action` is end_conversation, hangup or transfer."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action)
+        self.action = action
+
+
+def tool_specs(step: sc.Llm) -> list[ToolSpec]:
+    specs = []
+    for tool in step.tools:
+        if isinstance(tool, sc.ToolRef):
+            specs.append(_BUILTIN_SPECS[tool.name])
+        else:
+            specs.append(ToolSpec(tool.name, tool.description, tool.parameters))
+    return specs
+
+
+def call_webhook(tool: sc.WebhookTool, arguments: str) -> str:
+    """Blocking HTTP request; the answer text (or an error description) goes to the model."""
+    data = arguments.encode() if tool.method.upper() != "GET" else None
+    request = urllib.request.Request(tool.url, data=data, method=tool.method.upper(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=tool.timeout) as response:
+            return response.read(64_000).decode("utf-8", "replace")
+    except OSError as exc:
+        return json.dumps({"error": f"{tool.name} failed: {exc}"})
+
+
+class LlmConversation:
+    def __init__(self, step: sc.Llm, llm: LanguageModel, session: CallSession,
+                 variables: dict[str, str], say: Callable[[str], Awaitable[bool]]) -> None:
+        self.step = step
+        self.llm = llm
+        self.session = session
+        self._say = say
+        exits = "".join(f"\n- {e}" for e in step.exit_when)
+        system = step.instructions + (
+            f"\nCall end_conversation when one of these holds:{exits}" if exits else "")
+        system += "\nYou are on a phone call: answer in one or two short spoken sentences."
+        self.messages: list[dict] = [{"role": "system", "content": sc.fill(system, variables)}]
+        self._tools = tool_specs(step)
+        self._webhooks = {t.name: t for t in step.tools if isinstance(t, sc.WebhookTool)}
+
+    async def run(self) -> str:
+        """Talk until the model ends the step or max_turns caller turns have passed.
+        Returns end_conversation, hangup, transfer, or max_turns / no_input."""
+        silent = 0
+        for _turn in range(self.step.max_turns):
+            answer = await self.session.next_answer(8.0, dtmf=False)
+            if answer.empty:
+                silent += 1
+                if silent > 1:
+                    return "no_input"
+                await self._say("Are you still there?")
+                continue
+            silent = 0
+            self.messages.append({"role": "user", "content": answer.text})
+            try:
+                await self._respond(answer.speech_end)
+            except LlmEnd as end:
+                return end.action
+        return "max_turns"
+
+    async def _respond(self, turn_end: float) -> None:
+        loop = asyncio.get_running_loop()
+        for _round in range(_MAX_TOOL_ROUNDS):
+            started = loop.time()
+            text, calls, buffer, first = "", [], "", True
+            async for delta in self.llm.chat(self.messages, self._tools):
+                if first:
+                    metrics.stage_latency("llm_first_token", loop.time() - started)
+                    first = False
+                if delta.tool_call is not None:
+                    calls.append(delta.tool_call)
+                if delta.text:
+                    text += delta.text
+                    buffer += delta.text
+                    done = sentences(buffer)
+                    if len(done) > 1:  # the last piece may still grow
+                        for sentence in done[:-1]:
+                            await self._say(sentence)
+                        buffer = done[-1]
+            if buffer.strip():
+                await self._say(buffer.strip())
+            message: dict = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = [{"id": c.id, "type": "function",
+                                          "function": {"name": c.name, "arguments": c.arguments}}
+                                         for c in calls]
+            self.messages.append(message)
+            if not calls:
+                return
+            for tool_call in calls:
+                result = await self._run_tool(tool_call)
+                self.messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": result})
+
+    async def _run_tool(self, call: ToolCall) -> str:
+        log.info("call %s: tool %s(%s)", self.session.call.key, call.name, call.arguments)
+        self.session.transcript.append({"who": "tool", "name": call.name, "arguments": call.arguments})
+        if call.name in ("end_conversation", "hangup", "transfer"):
+            raise LlmEnd(call.name)
+        if call.name == "send_dtmf":
+            return json.dumps({"ok": False, "error": "sending keypad tones is not supported yet"})
+        tool = self._webhooks.get(call.name)
+        if tool is None:
+            return json.dumps({"error": f"no such tool: {call.name}"})
+        return await asyncio.get_running_loop().run_in_executor(None, call_webhook, tool, call.arguments)
+
+
+__all__ = ["LlmConversation", "LlmEnd", "ProviderError", "call_webhook", "tool_specs"]
