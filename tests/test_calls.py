@@ -250,3 +250,40 @@ def test_hot_reload_keeps_last_good_set(tmp_path):
         target.write_text('numbers: ["+15550200"]\nreject: 480\n')
         assert wait_until(lambda: "dialplans reloaded" in gw.log(), 10)
         assert call(gw.target, "+15550200")["calls"][0]["status"] == 480
+
+
+def _raw_invite(gw: GatewayProcess, source: str, extra: str = "") -> int | None:
+    """A bodyless INVITE over UDP; returns the final status code (None: no answer)."""
+    import socket
+    import uuid
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(2.0)
+        port = sock.getsockname()[1]
+        call_id = uuid.uuid4().hex
+        msg = (f"INVITE sip:+15550200@127.0.0.1:{gw.sip_port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{call_id[:10]};rport\r\n"
+               f"From: <sip:probe@{source}>;tag=1\r\nTo: <sip:+15550200@127.0.0.1>\r\n"
+               f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+               f"Contact: <sip:probe@{source}:{port}>\r\n{extra}Content-Length: 0\r\n\r\n")
+        sock.sendto(msg.encode(), ("127.0.0.1", gw.sip_port))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                return None
+            code = int(data.split(" ", 2)[1])
+            if code >= 200:
+                ack = msg.replace("INVITE sip", "ACK sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+                sock.sendto(ack.encode(), ("127.0.0.1", gw.sip_port))
+                return code
+    return None
+
+
+def test_refused_bodyless_invites_do_not_kill_the_worker(gateway):
+    assert _raw_invite(gateway, "127.0.0.2") == 403                           # unknown source
+    assert _raw_invite(gateway, "127.0.0.1", "Max-Forwards: 69\r\n") == 400   # malformed
+    assert gateway.proc is not None and gateway.proc.poll() is None
+    assert call(gateway.target, "+15550200")["calls"][0]["status"] == 200

@@ -11,6 +11,7 @@ import pytest
 
 from gateway import yamlfile
 from gateway.dialplan import (
+    AgentAction,
     FlowAction,
     Gather,
     Hangup,
@@ -243,8 +244,10 @@ def test_bad_wav(tmp_path: Path, make: object, message: str) -> None:
 def test_shipped_dialplans_load_cleanly() -> None:
     plans, errors = load_dialplans(SHIPPED)
     assert errors == []
-    demo = plans.route("+1 555 0100", "+15551234", NOON)
-    assert demo.dialplan == "+15550100" and isinstance(demo.action, FlowAction)
+    agent = plans.route("+1 555 0100", "+15551234", NOON)
+    assert agent.dialplan == "+15550100" and isinstance(agent.action, AgentAction)
+    demo = plans.route("+1 555 0101", "+15551234", NOON)
+    assert demo.dialplan == "+15550101" and isinstance(demo.action, FlowAction)
     assert demo.action.steps[0] == Say("Thanks for calling the demo line.")
     gather = demo.action.steps[1]
     assert isinstance(gather, Gather) and set(gather.branches) == {"0", "1", "2"}

@@ -293,7 +293,11 @@ def test_sigterm_answerer_prints_json_and_hangs_up(answerer: Any, tmp_path: Path
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(1.0)
+        assert caller.stderr is not None
+        for line in caller.stderr:  # wait for the answer, however slow the machine is today
+            if "CONFIRMED" in line:
+                break
+        time.sleep(0.3)
         (seen,) = b.terminate()["calls"]
         out, err = caller.communicate(timeout=15)
     finally:

@@ -235,12 +235,22 @@ class SipEndpoint:
             self._post(ev.Rejected(reason=decision.reason, code=code, source=prm.rdata.srcAddress,
                                    dialled=decision.info.dialled, caller=decision.info.caller,
                                    call_id=decision.info.call_id))
-            call.reject(code, reason)
+            # Not from inside onIncomingCall: refusing an INVITE without SDP there aborts
+            # pjsua (rdata assertion). The command queue runs right after this callback.
+            self._defer(lambda: self._reject(call.key, code, reason))
             return
         self._post(ev.IncomingCall(
             key=call.key, dialled=decision.info.dialled, caller=decision.info.caller,
             call_id=decision.info.call_id, source=prm.rdata.srcAddress, trunk=decision.trunk,
             received_at=time.monotonic(), playout=call.playout))
+
+    def _defer(self, fn: Callable[[], Any]) -> None:
+        self._commands.put((fn, Future()))
+
+    def _reject(self, key: int, code: int, reason: str) -> None:
+        call = self.calls.get(key)
+        if call is not None:
+            call.reject(code, reason)
 
     def _on_too_many_calls(self) -> None:
         self._post(ev.Rejected(reason="too_many_calls", code=486, source="", dialled="",

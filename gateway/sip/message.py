@@ -51,8 +51,8 @@ def parse_invite(text: str) -> InviteInfo:
 def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
     """(status, reason) when the INVITE must be refused although pjsip parsed it.
 
-    pjsip's own checks (Require → 420, a body it cannot read → 415) answer before the gateway
-    sees the INVITE; these hold for the text alone, whatever reached us.
+    pjsip answers some malformed INVITEs itself before the gateway sees them: a body that is
+    neither SDP nor multipart (415, with Accept) and unsupported Require extensions (420).
     """
     head, body, _ = _split(text)
     headers = list(_headers(_unfold(head)[1:]))
@@ -71,17 +71,11 @@ def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
         if datagram and int(length) > len(content):
             return 400, "Content-Length larger than message"
         content = content[:int(length)]
-    if content.strip():
-        ctype = values.get("content-type")
-        if ctype is None:
-            return 400, "Missing Content-Type"
-        media = _media_type(ctype)
-        if media != "application/sdp" and not media.startswith("multipart/"):
+    if content.strip() and "content-type" in values:
+        codings = [c.strip().lower() for name, value in headers if name == "content-encoding"
+                   for c in value.split(",")]
+        if any(c and c != "identity" for c in codings):
             return 415, "Unsupported Media Type"
-    codings = [c.strip().lower() for name, value in headers if name == "content-encoding"
-               for c in value.split(",")]
-    if any(c and c != "identity" for c in codings):
-        return 415, "Unsupported Media Type"
     accept = ",".join(value for name, value in headers if name == "accept")
     if accept.strip(" ,") and not _accepts_sdp(accept):
         return 406, "Not Acceptable"

@@ -19,187 +19,40 @@ import re
 import signal
 import sys
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pjsua2 as pj
 
 from gateway.sip import pjutil
+from gateway.sip.conversation import FRAME_MS, CallerScript, FrameVad, MediaLog, Replier, analyse_turns, voiced_flags
+from gateway.sip.phone_media import FrameBank, MediaPort, load_play_frames, write_stereo_wav, write_wav
+from gateway.sip.phone_report import Leg
+
+__all__ = ["build_parser", "main", "load_play_frames", "write_wav"]
 
 log = logging.getLogger("gateway.sip.softphone")
 
-RATE = pjutil.CLOCK_RATE
-FRAME_BYTES = pjutil.FRAME_BYTES
-SILENCE = bytes(FRAME_BYTES)
 PORT_LINGER_S = 0.5  # the bridge drops ports asynchronously: keep them this long after a call
 DISCONNECT_GRACE_S = 5.0  # how long shutdown waits for BYE/CANCEL to complete
 MAX_CALLS = 4
 _DTMF_RE = re.compile(r"^([0-9*#A-Da-d]+)(?:@(\d+(?:\.\d*)?))?$")
 
 
-# --- audio --------------------------------------------------------------------------
-
-
-def load_play_frames(spec: str | None) -> list[bytes]:
-    """`tone:HZ`, a WAV path, or None (silence) -> 20 ms PCM16 8 kHz frames to loop."""
-    if not spec:
-        return [SILENCE]
-    if spec.startswith("tone:"):
-        hz = float(spec[5:])
-        t = np.arange(RATE) / RATE  # one second: whole cycles for integer HZ, seamless loop
-        pcm = (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    else:
-        pcm = _read_wav_8k(Path(spec))
-    data = pcm.tobytes()
-    data += bytes(-len(data) % FRAME_BYTES)
-    return [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)] or [SILENCE]
-
-
-def _read_wav_8k(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as w:
-        width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    if width == 2:
-        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
-    elif width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    else:
-        raise ValueError(f"{path}: only 8/16-bit PCM WAV is supported")
-    x = x.reshape(-1, channels).mean(axis=1)
-    if rate != RATE:
-        import soxr
-
-        x = np.asarray(soxr.resample(x, rate, RATE), dtype=np.float32)  # HQ: offline, lag is harmless
-    return (np.clip(x, -1, 1) * 32767).astype("<i2")
-
-
-def write_wav(path: str, frames: list[bytes]) -> None:
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(b"".join(frames))
-
-
-class _MediaPort(pj.AudioMediaPort):
-    """Loops the play frames out, keeps received frames; callbacks run on the clock thread."""
-
-    def __init__(self, out: list[pj.ByteVector], record: bool) -> None:
-        super().__init__()
-        self._out = out
-        self._next = 0
-        self.active = True  # cleared at DISCONNECTED so the tail of silence is not recorded
-        self.frames: list[bytes] | None = [] if record else None
-        self.received = 0
-
-    def onFrameReceived(self, frame: pj.MediaFrame) -> None:
-        # getattr: at teardown a callback can reach a proxy without our attributes.
-        if not getattr(self, "active", False):
-            return
-        self.received += 1
-        if self.frames is not None:
-            data = pjutil.read_frame_bytes(frame) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else b""
-            self.frames.append(data or SILENCE)  # a NONE frame still took 20 ms
-
-    def onFrameRequested(self, frame: pj.MediaFrame) -> None:
-        if not getattr(self, "active", False):
-            return
-        pjutil.write_frame_bytes(frame, self._out[self._next])
-        self._next = (self._next + 1) % len(self._out)
-
-
 # --- per-call state -----------------------------------------------------------------
-
-
-@dataclass
-class _Leg:
-    """Plain data about one call; never holds pj objects, so it outlives them safely."""
-
-    index: int
-    t0: float  # INVITE sent (call mode) or received (answer mode)
-    record_path: str | None = None
-    status: int | None = None
-    reason: str = ""
-    answered_at: float | None = None
-    disconnected_at: float | None = None
-    disconnect_by: str | None = None
-    disconnect_code: int | None = None
-    hangup_requested: bool = False
-    codec: str | None = None
-    dtmf_sent: str = ""
-    dtmf_received: str = ""
-    frames_received: int = 0
-    pcm: list[bytes] | None = None
-    transfer: dict[str, Any] | None = None
-    child: _Leg | None = None  # call placed because of a REFER we accepted
-    remote_uri: str = ""
-    local_uri: str = ""
-    request_uri: str = ""
-    x_headers: dict[str, str] = field(default_factory=dict)
-    events: list[list[Any]] = field(default_factory=list)
-
-    def event(self, text: str) -> None:
-        self.events.append([round(time.monotonic() - self.t0, 3), text])
-        log.info("call %d: %s", self.index, text)
-
-    def caller_json(self) -> dict[str, Any]:
-        ans = self.answered_at
-        out: dict[str, Any] = {
-            "status": self.status,
-            "reason": self.reason,
-            "answered": ans is not None,
-            "setup_ms": round((ans - self.t0) * 1000, 1) if ans is not None else None,
-            "disconnect": None,
-            "codec": self.codec,
-            "dtmf_sent": self.dtmf_sent,
-            "dtmf_received": self.dtmf_received,
-            "record": self.record_path,
-            "frames_received": self.frames_received,
-            "transfer": dict(self.transfer) if self.transfer else None,
-            "events": self.events,
-        }
-        if self.disconnected_at is not None:
-            out["disconnect"] = {
-                "by": self.disconnect_by,
-                "code": self.disconnect_code,
-                "after_s": round(self.disconnected_at - ans, 3) if ans is not None else None,
-            }
-        if self.child is not None and out["transfer"] is not None:
-            out["transfer"]["new_call"] = self.child.caller_json()
-        return out
-
-    def answerer_json(self) -> dict[str, Any]:
-        ans, end = self.answered_at, self.disconnected_at
-        return {
-            "from": self.remote_uri,
-            "to": self.local_uri,
-            "request_uri": self.request_uri,
-            "x_headers": self.x_headers,
-            "status": self.status,
-            "answered": ans is not None,
-            "duration_s": round(end - ans, 3) if ans is not None and end is not None else None,
-            "disconnect_by": self.disconnect_by,
-            "codec": self.codec,
-            "dtmf": self.dtmf_received,
-            "record": self.record_path,
-            "frames_received": self.frames_received,
-            "transfer": self.transfer,
-            "events": self.events,
-        }
 
 
 @dataclass
 class _Slot:
     """The pj objects of one leg, owned by the main thread; released in _reap()."""
 
-    leg: _Leg
+    leg: Leg
     call: _Call | None = None
-    port: _MediaPort | None = None
-    parent: _Leg | None = None
+    port: MediaPort | None = None
+    parent: Leg | None = None
     timers: list[tuple[float, str, str]] = field(default_factory=list)
+    turns_logged: int = 0
 
 
 class _Call(pj.Call):
@@ -246,8 +99,16 @@ class _Phone:
         self.answer_mode = args.mode == "answer"
         self.slots: list[_Slot] = []
         self.stop_requested = False
-        frames = load_play_frames(args.play)
-        self._out = [pj.ByteVector(f) for f in frames]
+        self.bank = FrameBank()
+        self._loop = self.bank.add(load_play_frames(args.play)) if args.play else [0]
+        self.vad = FrameVad(args.vad, threshold_dbfs=args.vad_threshold_db)
+        if self.answer_mode:
+            self._turns: list[list[int]] = []
+            self._reply = self.bank.add(load_play_frames(args.reply)) if args.reply else []
+            self._greeting = self.bank.add(load_play_frames(args.greeting)) if args.greeting else []
+        else:
+            self._turns = [self.bank.add(load_play_frames(path)) for path in args.turn]
+            self._reply = self._greeting = []
         self.ep: pj.Endpoint | None = None
         self.acc: _Account | None = None
         self.port = 0
@@ -326,25 +187,33 @@ class _Phone:
     def write_recordings(self) -> None:
         for slot in self.slots:
             leg = slot.leg
+            media = leg.media or MediaLog()
             if leg.record_path:
                 Path(leg.record_path).parent.mkdir(parents=True, exist_ok=True)
-                write_wav(leg.record_path, leg.pcm or [])
+                write_wav(leg.record_path, media.received)
+            if leg.record_both_path:
+                Path(leg.record_both_path).parent.mkdir(parents=True, exist_ok=True)
+                write_stereo_wav(leg.record_both_path, media.sent, media.received)
 
     # placing and answering
-    def _record_path(self, index: int, suffix: str = "") -> str | None:
+    def _record_path(self, index: int, suffix: str = "", *, both: bool = False) -> str | None:
         a = self.args
         if self.answer_mode:
+            if both:
+                return None
             return str(Path(a.record_dir) / f"call-{index}{suffix}.wav") if a.record_dir else None
-        if not a.record:
+        base = a.record_both if both else a.record
+        if not base:
             return None
-        p = Path(a.record)
+        p = Path(base)
         tag = f"-{index}" if a.calls > 1 else ""
         return str(p.with_name(f"{p.stem}{tag}{suffix}{p.suffix or '.wav'}"))
 
     def _place_call(self, index: int) -> None:
         a = self.args
         uri = f"sip:{a.number}@{a.to}" + (";transport=tcp" if a.transport == "tcp" else "")
-        slot = _Slot(_Leg(index, time.monotonic(), self._record_path(index)))
+        slot = _Slot(Leg(index, time.monotonic(), self._record_path(index)))
+        slot.leg.record_both_path = self._record_path(index, both=True)
         self.slots.append(slot)
         assert self.acc is not None
         slot.call = _Call(self, self.acc, slot)
@@ -364,7 +233,7 @@ class _Phone:
     def on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
         a = self.args
         now = time.monotonic()
-        slot = _Slot(_Leg(len(self.slots) + 1, now, self._record_path(len(self.slots) + 1)))
+        slot = _Slot(Leg(len(self.slots) + 1, now, self._record_path(len(self.slots) + 1)))
         self.slots.append(slot)
         assert self.acc is not None
         call = slot.call = _Call(self, self.acc, slot, prm.callId)
@@ -401,9 +270,7 @@ class _Phone:
             by = "remote" if from_remote and not leg.hangup_requested else "local"
             self._mark_disconnected(leg, code, reason, by)
             slot.timers.clear()
-            if slot.port is not None:
-                slot.port.active = False
-                leg.frames_received, leg.pcm = slot.port.received, slot.port.frames
+            self._stop_media(slot)
         parent = slot.parent
         if parent is not None and parent.transfer is not None:
             # pjsua NOTIFYs the transferor with the new call's progress until a final code
@@ -413,7 +280,7 @@ class _Phone:
             if leg.status is not None:
                 parent.transfer["new_call_status"] = leg.status
 
-    def _mark_disconnected(self, leg: _Leg, code: int | None, reason: str, by: str) -> None:
+    def _mark_disconnected(self, leg: Leg, code: int | None, reason: str, by: str) -> None:
         if leg.status is None:
             leg.status, leg.reason = code, reason
         leg.disconnected_at = time.monotonic()
@@ -426,14 +293,50 @@ class _Phone:
                 continue
             am = call.getAudioMedia(mi.index)
             if slot.port is None:
-                port = _MediaPort(self._out, record=slot.leg.record_path is not None)
-                port.createPort(f"softphone-{slot.leg.index}", pjutil.pcm_port_format())
-                slot.port = port
+                slot.port = self._media_port(slot)
+                slot.port.createPort(f"softphone-{slot.leg.index}", pjutil.pcm_port_format())
                 si = call.getStreamInfo(mi.index)
                 slot.leg.codec = f"{si.codecName}/{si.codecClockRate}"
                 slot.leg.event(f"media active {slot.leg.codec}")
-            am.startTransmit(slot.port)
+            # Our port as a source first: it starts the tick count, so the first received
+            # frame already has an index (DESIGN.md §3; see phone_media).
             slot.port.startTransmit(am)
+            am.startTransmit(slot.port)
+
+    def _media_port(self, slot: _Slot) -> MediaPort:
+        leg, a = slot.leg, self.args
+        fps = 1000 / FRAME_MS
+        director: CallerScript[int] | Replier[int] | None = None
+        if self.answer_mode and (self._reply or self._greeting):
+            director = leg.replier = Replier(
+                self._reply,
+                delay_frames=round(a.reply_delay_ms / FRAME_MS),
+                greeting=self._greeting,
+                stop_frames=round(a.reply_stop_ms / FRAME_MS) if a.reply_stop_ms is not None else None,
+            )
+        elif self._turns and slot.parent is None:
+            director = leg.script = CallerScript(
+                self._turns,
+                gap_frames=round(a.turn_gap_ms / FRAME_MS),
+                hangup_frames=round((a.hangup_after if a.hangup_after is not None else 2.0) * fps),
+                barge_frames=round(a.barge_in_ms / FRAME_MS) if a.barge_in_ms is not None else None,
+                greeting_frames=round(a.greeting_wait * fps),
+            )
+        keep = bool(leg.record_path or leg.record_both_path or leg.script)
+        vad = self.vad.fresh() if director is not None else None
+        return MediaPort(self.bank, self._loop, director=director, vad=vad, keep=keep)
+
+    def _stop_media(self, slot: _Slot) -> None:
+        """Freeze the port's logs into the leg (once), and time the turns."""
+        port, leg = slot.port, slot.leg
+        if port is None or leg.media is not None:
+            return
+        leg.media = port.stop()
+        leg.frames_received = port.frames_received
+        if leg.script is not None:
+            sent = voiced_flags(leg.media.sent, self.vad)
+            received = voiced_flags(leg.media.received, self.vad)
+            leg.timing = analyse_turns(sent, received, leg.script.records)
 
     def on_transfer_request(self, slot: _Slot, prm: pj.OnCallTransferRequestParam) -> None:
         leg = slot.leg
@@ -444,7 +347,7 @@ class _Phone:
             return
         prm.statusCode = 202
         leg.transfer["notify_codes"].append(100)  # pjsua's initial NOTIFY after the 202
-        child = _Slot(_Leg(leg.index, time.monotonic(), self._record_path(leg.index, "-xfer")), parent=leg)
+        child = _Slot(Leg(leg.index, time.monotonic(), self._record_path(leg.index, "-xfer")), parent=leg)
         leg.child = child.leg
         assert self.acc is not None
         child.call = _Call(self, self.acc, child)
@@ -465,7 +368,7 @@ class _Phone:
     # timers
     def _arm_answer_timers(self, slot: _Slot, now: float) -> None:
         a = self.args
-        if a.hangup_after is not None:
+        if a.hangup_after is not None and not self._turns:  # with --turn: silence after the last turn
             slot.timers.append((now + a.hangup_after, "hangup", "hangup-after"))
         for digits, at in [] if self.answer_mode or slot.parent else a.dtmf:
             slot.timers.append((now + at, "dtmf", digits))
@@ -474,6 +377,9 @@ class _Phone:
 
     def _run_timers(self, now: float) -> None:
         for slot in list(self.slots):
+            script = slot.leg.script
+            if script is not None and slot.call is not None and slot.leg.disconnected_at is None:
+                self._follow_script(slot, script)
             if slot.call is None or slot.leg.disconnected_at is not None or not slot.timers:
                 continue
             due = sorted(t for t in slot.timers if t[0] <= now)
@@ -483,6 +389,16 @@ class _Phone:
                     self._fire(slot, slot.call, t[1], t[2])
                 except pj.Error as exc:
                     slot.leg.event(f"{t[1]} failed: {exc.info()}")
+
+    def _follow_script(self, slot: _Slot, script: CallerScript[int]) -> None:
+        """Log turns the clock thread started; hang up once the script is done."""
+        records = script.records
+        while slot.turns_logged < len(records):
+            rec = records[slot.turns_logged]
+            slot.turns_logged += 1
+            slot.leg.event(f"turn {rec.index + 1} at frame {rec.start} ({rec.trigger})")
+        if script.finished is not None and not slot.leg.hangup_requested:
+            self._hangup(slot, script.finished)
 
     def _fire(self, slot: _Slot, call: _Call, kind: str, arg: str) -> None:
         leg = slot.leg
@@ -535,9 +451,7 @@ class _Phone:
                 slot.port = None
 
     def _release(self, slot: _Slot) -> None:
-        if slot.port is not None and slot.leg.pcm is None:
-            slot.port.active = False
-            slot.leg.frames_received, slot.leg.pcm = slot.port.received, slot.port.frames
+        self._stop_media(slot)
         slot.call = None
         slot.port = None
 
@@ -568,6 +482,13 @@ def _calls(text: str) -> int:
     return n
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gateway.sip.softphone", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -576,14 +497,29 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--port", type=int, default=0, help="local SIP port (0 = any free port)")
     common.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     common.add_argument("--play", help="tone:HZ or a WAV file, looped (default: silence)")
-    common.add_argument("--hangup-after", type=float, help="seconds after answer")
+    common.add_argument(
+        "--hangup-after", type=float,
+        help="seconds after answer; with --turn: seconds of far-end silence after the last turn (default 2)",
+    )
     common.add_argument("--log-level", type=int, default=1, help="pjsua log level on stderr (0-6)")
+    common.add_argument("--vad", choices=("auto", "energy", "webrtc"), default="auto",
+                        help="voiced-frame detector for turns and timing (auto: webrtcvad if installed)")
+    common.add_argument("--vad-threshold-db", type=float, default=-45.0, help="frame RMS (dBFS) counted as loud")
     c = sub.add_parser("call", parents=[common], help="place call(s) and report the outcome")
     c.add_argument("--to", required=True, help="HOST:PORT of the far end")
     c.add_argument("--number", required=True, help="user part of the Request-URI")
     c.add_argument("--from-user", default="softphone")
     c.add_argument("--calls", type=_calls, default=1, help="identical concurrent calls (1-4)")
     c.add_argument("--record", help="WAV of received audio (OUT-1.wav, OUT-2.wav... when --calls > 1)")
+    c.add_argument("--record-both", help="stereo WAV, frame-aligned: left = sent, right = received")
+    c.add_argument("--turn", action="append", default=[], metavar="FILE.wav",
+                   help="a spoken turn, in order: played once after the far end speaks and pauses")
+    c.add_argument("--turn-gap-ms", type=_non_negative, default=700.0,
+                   help="far-end silence that ends its turn (default 700)")
+    c.add_argument("--barge-in-ms", type=_non_negative,
+                   help="start each turn this long after the far end STARTS speaking (interrupt it)")
+    c.add_argument("--greeting-wait", type=_non_negative, default=3.0,
+                   help="seconds to wait for the far end to speak before the first turn (0: speak first)")
     c.add_argument("--dtmf", type=_dtmf_spec, action="append", default=[], help="DIGITS[@SECONDS after answer, default 1]")
     c.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
     c.add_argument("--cancel-after", type=float, help="CANCEL this many seconds after the INVITE if unanswered")
@@ -598,12 +534,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--xfer-to", help="blind-transfer (REFER) each answered call to this URI")
     s.add_argument("--xfer-after", type=float, default=1.0, help="seconds after answer for --xfer-to")
     s.add_argument("--max-calls", type=int, help="exit after this many calls have ended")
+    s.add_argument("--reply", help="WAV (or tone:HZ) played once after each burst of caller speech")
+    s.add_argument("--reply-delay-ms", type=_non_negative, default=300.0,
+                   help="the reply starts after exactly this much received silence (by frame count)")
+    s.add_argument("--greeting", help="WAV (or tone:HZ) played once when media starts")
+    s.add_argument("--reply-stop-ms", type=_non_negative,
+                   help="cut a greeting/reply short once the caller has talked over it this long")
     s.add_argument("--max-duration", type=float, default=3600.0)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode == "call" and args.turn and args.play:
+        parser.error("--play and --turn exclude each other (turns are played once, silence in between)")
+    if args.mode == "answer" and (args.reply or args.greeting) and args.play:
+        parser.error("--play and --reply/--greeting exclude each other")
     # pjlib prints to fd 1; keep the real stdout for the one JSON object only.
     json_fd = os.dup(1)
     os.dup2(2, 1)
