@@ -146,7 +146,8 @@ class CallerScript(Generic[T]):
     `barge_frames` after the far end started speaking (to interrupt it on purpose). Before
     the first turn the far end gets `greeting_frames` to start talking (then we speak first).
     After the last turn, or when the far end does not answer a turn, `finished` is set once
-    it has been silent for `hangup_frames`. The owner hangs up when it sees `finished`.
+    it has been silent for `hangup_frames` (and not before tick `not_before`). With no turns
+    at all it only listens. The owner hangs up when it sees `finished`.
     """
 
     def __init__(
@@ -157,12 +158,14 @@ class CallerScript(Generic[T]):
         hangup_frames: int,
         barge_frames: int | None = None,
         greeting_frames: int = 150,
+        not_before: int = 0,
     ) -> None:
         self._turns = [list(t) for t in turns]
         self._gap = max(1, gap_frames)
         self._hangup = max(1, hangup_frames)
         self._barge = barge_frames
         self._greeting = greeting_frames
+        self._not_before = not_before  # no hangup before this tick (e.g. DTMF still to send)
         self.records: list[TurnRecord] = []
         self.finished: str | None = None  # why the call should end, once it should
         self._speaking: TurnRecord | None = None
@@ -192,7 +195,8 @@ class CallerScript(Generic[T]):
         if trigger is None:
             return None
         if trigger.startswith("hangup:"):
-            self.finished = trigger[7:]
+            if k >= self._not_before:
+                self.finished = trigger[7:]
             return None
         rec = TurnRecord(len(self.records), k, trigger=trigger)
         self.records.append(rec)
@@ -208,8 +212,10 @@ class CallerScript(Generic[T]):
         onset, last = self._onset, self._last_voiced
         if onset is None:
             waited = k - self._listen_from
-            if not self.records and more:
-                return "no-greeting" if waited >= self._greeting else None
+            if not self.records:  # nobody has said anything yet
+                if waited < self._greeting:
+                    return None
+                return "no-greeting" if more else "hangup:no reply"
             return "hangup:no reply" if waited >= self._hangup else None
         assert last is not None
         quiet = k - 1 - last  # unvoiced frames received since the far end's last voiced one

@@ -306,6 +306,7 @@ class _Phone:
     def _media_port(self, slot: _Slot) -> MediaPort:
         leg, a = slot.leg, self.args
         fps = 1000 / FRAME_MS
+        hangup_s = a.hangup_after if a.hangup_after is not None else 2.0
         director: CallerScript[int] | Replier[int] | None = None
         if self.answer_mode and (self._reply or self._greeting):
             director = leg.replier = Replier(
@@ -314,13 +315,14 @@ class _Phone:
                 greeting=self._greeting,
                 stop_frames=round(a.reply_stop_ms / FRAME_MS) if a.reply_stop_ms is not None else None,
             )
-        elif self._turns and slot.parent is None:
+        elif (self._turns or a.listen) and slot.parent is None:
             director = leg.script = CallerScript(
                 self._turns,
                 gap_frames=round(a.turn_gap_ms / FRAME_MS),
-                hangup_frames=round((a.hangup_after if a.hangup_after is not None else 2.0) * fps),
+                hangup_frames=round(hangup_s * fps),
                 barge_frames=round(a.barge_in_ms / FRAME_MS) if a.barge_in_ms is not None else None,
                 greeting_frames=round(a.greeting_wait * fps),
+                not_before=round((max((at for _, at in a.dtmf), default=0.0) + hangup_s) * fps),
             )
         keep = bool(leg.record_path or leg.record_both_path or leg.script)
         vad = self.vad.fresh() if director is not None else None
@@ -336,7 +338,9 @@ class _Phone:
         if leg.script is not None:
             sent = voiced_flags(leg.media.sent, self.vad)
             received = voiced_flags(leg.media.received, self.vad)
-            leg.timing = analyse_turns(sent, received, leg.script.records)
+            # a far-end pause shorter than the turn gap does not end its turn: merge across it
+            merge = max(1, round(self.args.turn_gap_ms / FRAME_MS))
+            leg.timing = analyse_turns(sent, received, leg.script.records, merge_frames=merge)
 
     def on_transfer_request(self, slot: _Slot, prm: pj.OnCallTransferRequestParam) -> None:
         leg = slot.leg
@@ -368,7 +372,7 @@ class _Phone:
     # timers
     def _arm_answer_timers(self, slot: _Slot, now: float) -> None:
         a = self.args
-        if a.hangup_after is not None and not self._turns:  # with --turn: silence after the last turn
+        if a.hangup_after is not None and not (self._turns or a.listen):  # else: silence after the last turn
             slot.timers.append((now + a.hangup_after, "hangup", "hangup-after"))
         for digits, at in [] if self.answer_mode or slot.parent else a.dtmf:
             slot.timers.append((now + at, "dtmf", digits))
@@ -514,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--record-both", help="stereo WAV, frame-aligned: left = sent, right = received")
     c.add_argument("--turn", action="append", default=[], metavar="FILE.wav",
                    help="a spoken turn, in order: played once after the far end speaks and pauses")
+    c.add_argument("--listen", action="store_true",
+                   help="follow the conversation even without --turn (timing JSON; --hangup-after as with --turn)")
     c.add_argument("--turn-gap-ms", type=_non_negative, default=700.0,
                    help="far-end silence that ends its turn (default 700)")
     c.add_argument("--barge-in-ms", type=_non_negative,

@@ -1,0 +1,232 @@
+"""Spoken conversations over real SIP: the caller speaks (offline voice), the gateway listens
+(offline recogniser), answers, can be interrupted, falls back, and uses tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gateway.media.audio import dominant_frequency, load_wav, rms_dbfs, save_wav, tone
+from gateway.providers.local import WhisperSTT
+from tests.support import wait_until
+from tests.support.gateway import REPO, GatewayProcess
+from tests.support.phones import Answerer, call
+from tests.support.speech import speech_wav
+
+
+def plans_dir(tmp: Path, agents: dict[str, str]) -> Path:
+    plans = tmp / "dialplans"
+    (plans / "agents").mkdir(parents=True)
+    (plans / "default.yaml").write_text("reject: 404\n")
+    for number, (name, text) in enumerate(agents.items(), start=1):
+        (plans / "agents" / f"{name}.yaml").write_text(text)
+        (plans / f"{name}.yaml").write_text(f'numbers: ["+1555030{number}"]\nagent: agents/{name}.yaml\n')
+    return plans
+
+
+def heard_text(pcm: bytes) -> str:
+    return WhisperSTT().transcribe(pcm).text.lower()
+
+
+def test_booking_agent_holds_a_spoken_conversation(tmp_path):
+    plans = tmp_path / "dialplans"
+    plans.mkdir()
+    (plans / "+15550100.yaml").write_text((REPO / "dialplans" / "+15550100.yaml").read_text())
+    (plans / "default.yaml").write_text("reject: 404\n")
+    import shutil
+    shutil.copytree(REPO / "dialplans" / "agents", plans / "agents")
+    turns = [speech_wav(tmp_path, f"t{i}", text) for i, text in enumerate([
+        "I would like to book an appointment.",
+        "My name is John Smith.",
+        "Yes, that's right.",
+        "Tuesday, please.",
+        "Two pm.",
+    ])]
+    rec = tmp_path / "rec.wav"
+    with GatewayProcess(tmp_path, plans) as gw:
+        args = [a for t in turns for a in ("--turn", str(t))]
+        out = call(gw.target, "+15550100", *args, "--record", str(rec), "--max-duration", "90",
+                   "--hangup-after", "8", timeout=120)["calls"][0]
+        assert out["status"] == 200
+        record = gw.wait_records(1)[-1]
+    assert record["variables"]["intent"] == "book", record["transcript"]
+    assert "john" in record["variables"]["caller_name"].lower()
+    assert record["variables"]["day"] == "tuesday"
+    assert record["variables"]["time"] == "2 pm"
+    assert record["outcome"] == "completed"
+    assert len(record["turn_latencies_ms"]) >= 4
+    # What the caller heard last is recognised back: the booking confirmation.
+    tail = load_wav(rec)[-8000 * 2 * 14:]
+    assert "booked" in heard_text(tail)
+
+
+AGENT_BARGE = """
+name: barge
+disclosure: false
+steps:
+  - say: "Welcome to the test line. This sentence is long on purpose, so that there is time to interrupt it. It goes on and on for a while longer still."
+  - gather: {name: answer, prompt: "What is your name?"}
+  - say: "Thanks, {answer}."
+  - hangup: true
+"""
+
+
+def test_barge_in_silences_the_agent_and_becomes_the_answer(tmp_path):
+    plans = plans_dir(tmp_path, {"barge": AGENT_BARGE})
+    turn = speech_wav(tmp_path, "name", "My name is Alice.")
+    with GatewayProcess(tmp_path, plans) as gw:
+        out = call(gw.target, "+15550301", "--turn", str(turn), "--barge-in-ms", "1500",
+                   "--greeting-wait", "5", "--hangup-after", "4", "--max-duration", "40")["calls"][0]
+        record = gw.wait_records(1)[-1]
+        barge_ins = gw.metric("gateway_barge_ins_total")
+    assert out["status"] == 200
+    stop_ms = out["turns"][0]["barge_in_stop_ms"]
+    assert stop_ms is not None and stop_ms <= 100, out["turns"]
+    assert barge_ins >= 1
+    assert "alice" in record["variables"]["answer"].lower(), record["transcript"]
+
+
+AGENT_SILENCE = """
+name: silence
+disclosure: false
+fallback: {max_no_input: 1, escalate_to: operator}
+steps:
+  - gather: {name: answer, prompt: "Please say something.", timeout: 2}
+  - hangup: true
+"""
+
+
+def test_silence_reprompts_then_escalates_to_a_person(tmp_path):
+    plans = plans_dir(tmp_path, {"silence": AGENT_SILENCE})
+    with Answerer(tmp_path) as operator:
+        with GatewayProcess(tmp_path, plans, env={"GATEWAY_OPERATOR_URI": operator.uri}) as gw:
+            out = call(gw.target, "+15550301", "--follow-refer", "--max-duration", "40")["calls"][0]
+            record = gw.wait_records(1)[-1]
+    assert out["transfer"] is not None and out["transfer"]["new_call_status"] == 200
+    said = [t["text"] for t in record["transcript"] if t["who"] == "agent"]
+    assert any("didn't hear" in s for s in said), said
+    assert record["outcome"] == "transferred"
+
+
+AGENT_CLIP = """
+name: clip
+disclosure: false
+clips:
+  hello: {{text: "Hello from a recording.", file: {clip}}}
+steps:
+  - say: "Hello from a recording."
+  - hangup: true
+"""
+
+
+def test_recorded_clip_replaces_synthesis(tmp_path):
+    clip = tmp_path / "hello.wav"
+    save_wav(clip, tone(1500, 1.5))
+    plans = plans_dir(tmp_path, {"clip": AGENT_CLIP.format(clip=clip)})
+    rec = tmp_path / "rec.wav"
+    with GatewayProcess(tmp_path, plans) as gw:
+        out = call(gw.target, "+15550301", "--record", str(rec), "--max-duration", "10")["calls"][0]
+    assert out["status"] == 200
+    loud = [w for w in (load_wav(rec)[i:i + 1600] for i in range(0, len(load_wav(rec)) - 1600, 1600))
+            if rms_dbfs(w) > -30]
+    assert sum(abs(dominant_frequency(w) - 1500) < 15 for w in loud) >= 8
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    calls: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Webhook.calls.append(body)
+        answer = json.dumps({"free_slot": "three pm"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+AGENT_LLM = """
+name: llm
+disclosure: false
+steps:
+  - say: "How can I help?"
+  - llm:
+      instructions: "You book appointments."
+      tools:
+        - webhook:
+            name: check_slot
+            url: "http://127.0.0.1:{port}/slots"
+            description: "Find a free slot on a day"
+            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
+      max_turns: 1
+  - hangup: true
+"""
+
+
+def test_llm_tool_call_to_a_webhook_changes_the_answer(tmp_path):
+    from tests.fakes.openai_server import FakeOpenAI, Reply, ScriptedToolCall
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake = FakeOpenAI([
+        Reply(tool_calls=[ScriptedToolCall("check_slot", '{"day": "tuesday"}')]),
+        Reply(text_pieces=["We have a free slot ", "at three pm on Tuesday."]),
+    ])
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+    try:
+        plans = plans_dir(tmp_path, {"llm": AGENT_LLM.format(port=server.server_address[1])})
+        turn = speech_wav(tmp_path, "ask", "Is there anything free on Tuesday?")
+        extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
+                         "model": "test"}}
+        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+            out = call(gw.target, "+15550301", "--turn", str(turn), "--hangup-after", "6",
+                       "--max-duration", "40")["calls"][0]
+            record = gw.wait_records(1)[-1]
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        server.shutdown()
+    assert out["status"] == 200
+    assert _Webhook.calls == [{"day": "tuesday"}]
+    said = " ".join(t["text"] for t in record["transcript"] if t["who"] == "agent")
+    assert "three pm" in said
+    # The model saw the caller's words and the webhook's answer.
+    second = fake.requests[1].body if hasattr(fake.requests[1], "body") else None
+    assert second is None or "free_slot" in json.dumps(second)
+
+
+@pytest.mark.parametrize("_", [0])
+def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
+    from tests.fakes.deepgram_server import FakeDeepgram
+
+    fake = FakeDeepgram(drop_after_bytes=8000, api_key="k")
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+    try:
+        plans = plans_dir(tmp_path, {"fallback": AGENT_BARGE.replace("name: barge", "name: fallback")})
+        turn = speech_wav(tmp_path, "name", "My name is Alice.")
+        extra = {"stt": ["deepgram", "local"],
+                 "provider_options": {"deepgram": {"url": fake.url, "api_key": "k"}}}
+        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+            out = call(gw.target, "+15550301", "--turn", str(turn), "--greeting-wait", "5",
+                       "--hangup-after", "4", "--max-duration", "60")["calls"][0]
+            record = gw.wait_records(1)[-1]
+            errors = gw.metric("gateway_provider_errors_total", provider="deepgram")
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert out["status"] == 200
+    assert errors >= 1
+    assert "alice" in record["variables"].get("answer", "").lower(), record["transcript"]
