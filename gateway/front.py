@@ -57,6 +57,7 @@ class FrontDialog(TypedDict):
     call_id: str
     state: int  # Kamailio's: 1 unconfirmed, 2 early, 3 answered (no ACK yet), 4 confirmed, 5 ended
     worker: str | None  # uid of the worker the call was dispatched to; None: not dispatched
+    ended: bool  # the front sent its BYEs (end_dialogs_on); state stays until a BYE is answered
 
 
 # Dialog states whose calls can be hung up with a BYE (they have both tags).
@@ -381,6 +382,7 @@ class Front:
                 "call_id": fields.get("call-id", ""),
                 "state": state,
                 "worker": var.get("worker"),
+                "ended": var.get("ended") is not None,
             })
         return result
 
@@ -388,15 +390,16 @@ class Front:
         """Hang up every answered call the front dispatched to `worker` (call it once the worker
         died): the front sends BYE to the caller (and to the worker's address, which may be gone)
         and releases the call's dispatcher load, so a restarted worker starts empty.
-        Returns how many calls it ended. Calls still ringing on a dead worker are not touched:
-        their INVITE times out and fails over to another worker.
+        Returns how many calls it ended; calls whose BYEs it already sent are not ended again.
+        Calls still ringing on a dead worker are not touched: their INVITE times out and fails
+        over to another worker.
         The caller's BYE goes first and is reliable. The worker's is best effort: Kamailio < 6.1
         skips it when the caller's 200 to the first BYE comes back before it is sent (kamailio
         issues #4169/#4268), which only matters when ending calls on a worker that is alive."""
         uid = self._worker(worker).uid
         ended = 0
         for d in self.dialogs():
-            if d["worker"] != uid or d["state"] not in _ANSWERED_STATES:
+            if d["worker"] != uid or d["state"] not in _ANSWERED_STATES or d["ended"]:
                 continue
             try:
                 self.kamcmd("dlg.end_dlg", str(d["h_entry"]), str(d["h_id"]))

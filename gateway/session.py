@@ -27,7 +27,9 @@ from gateway.providers.base import SpeechToText, SttStream, TextToSpeech
 
 log = logging.getLogger("gateway.session")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_TRANSCRIPT_WAIT = 2.0  # after the turn ends, how long to wait for the recogniser's final
+# After the caller's turn ends, how long to wait for the recogniser's final words. Generous:
+# an offline recogniser on a busy machine can take seconds, and giving up early loses the answer.
+_TRANSCRIPT_WAIT = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class CallSession:
         self._finals: list[TranscriptEvent] = []
         self._answers: asyncio.Queue[Answer] = asyncio.Queue()
         self._stream: SttStream | None = None
-        self._stream_started = 0.0
+        self._stream_frames = 0  # audio time of the current recogniser stream, in frames
         self._speaking: asyncio.Task[bool] | None = None
         self._agent_audio = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -72,6 +74,7 @@ class CallSession:
         self.turn_latencies_ms: list[float] = []
         self.barge_ins = 0
         self._pending_turn_end: float | None = None
+        self._finishing = 0  # turns ended whose words are not in yet
 
     # ---- lifecycle ----
     async def start(self) -> None:
@@ -93,7 +96,7 @@ class CallSession:
     def _open_stream(self) -> None:
         provider = self._stt_chain[0]
         self._stream = provider.stream(keyterms=self._keyterms)
-        self._stream_started = asyncio.get_running_loop().time()
+        self._stream_frames = 0
         self._tasks.append(asyncio.create_task(self._recognise(self._stream, provider.name)))
 
     # ---- hearing ----
@@ -105,6 +108,7 @@ class CallSession:
             self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
             if self._stream is not None:
                 self._stream.push_audio(frame)
+                self._stream_frames += 1
 
     async def _recognise(self, stream: SttStream, name: str) -> None:
         try:
@@ -145,13 +149,17 @@ class CallSession:
                     self._speaking.cancel()
                 self.call.clear_playout()
             elif isinstance(action, tt.TurnEnded):
-                asyncio.get_running_loop().create_task(self._finish_turn(action))
+                self._finishing += 1
+                task = asyncio.get_running_loop().create_task(self._finish_turn(action))
+                self._tasks.append(task)
 
     async def _finish_turn(self, ended: tt.TurnEnded) -> None:
         """Wait for the recogniser to catch up with the turn, then hand over the words."""
         loop = asyncio.get_running_loop()
-        start = ended.speech_start - self._stream_started - 0.3
-        stop = ended.speech_end - self._stream_started - 0.2
+        # Recognisers time words by audio received; map the turn onto that clock from now.
+        audio_now = self._stream_frames * 0.02
+        start = audio_now - (ended.at - ended.speech_start) - 0.3
+        stop = audio_now - (ended.at - ended.speech_end) - 0.2
         deadline = loop.time() + _TRANSCRIPT_WAIT
         while loop.time() < deadline and not any(e.end >= stop for e in self._finals):
             await asyncio.sleep(0.02)
@@ -159,6 +167,7 @@ class CallSession:
         self._finals = [e for e in self._finals if e.end <= start]
         text = " ".join(e.text.strip() for e in words).strip()
         confidence = min((e.confidence for e in words), default=0.0)
+        self._finishing -= 1
         self._answers.put_nowait(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
 
     async def next_answer(self, timeout: float, dtmf: bool = True, max_digits: int = 1) -> Answer:
@@ -177,8 +186,9 @@ class CallSession:
                         break
                     digits += digit
                 return Answer(digits=digits, confidence=1.0, speech_end=loop.time())
-            if self.turns.state is not tt.TurnState.IDLE:
-                deadline = max(deadline, loop.time() + 1.0)  # they are talking: keep listening
+            if self.turns.state is not tt.TurnState.IDLE or self._finishing:
+                # They are talking, or their words are being recognised: keep listening.
+                deadline = max(deadline, loop.time() + 1.0)
             if loop.time() >= deadline:
                 return Answer()
             await asyncio.sleep(0.02)

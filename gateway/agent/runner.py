@@ -107,31 +107,30 @@ class ScriptRunner:
         prompt = sc.fill(g.prompt, self.variables)
         loop = asyncio.get_running_loop()
         while True:
+            self.session.flush_answers()  # anything said before this question is stale
             await self._say(prompt)
             policy.listen(loop.time())
             answer = await self.session.next_answer(g.timeout, dtmf=g.input != "speech",
                                                     max_digits=_max_digits(g))
-            kind, value = self._classify(g, answer)
             if answer.speech_end:
                 self._turn_end = answer.speech_end
+            kind, value = self._classify(g, answer)
+            confidence = 1.0 if answer.digits else answer.confidence
+            if kind == "match" and (g.confirm or confidence < f.low_confidence):
+                # Read it back before acting on it; a "no" counts as not understood.
+                if await self._confirmed(value or ""):
+                    confidence = 1.0
+                else:
+                    kind = "no_match"
             decision = policy.on_answer(kind, loop.time(), text=value or answer.text,
-                                        confidence=answer.confidence if not answer.digits else 1.0)
+                                        confidence=confidence)
             if isinstance(decision, fb.Accept):
-                if g.confirm and not await self._confirmed(value or ""):
-                    prompt = sc.fill(g.prompt, self.variables)
-                    continue
                 self.variables[g.name] = value or decision.text
-                log.info("call %s: %s = %r", self.session.call.key, g.name, self.variables[g.name])
+                log.info("call %s: %s = %r", self.call.key, g.name, self.variables[g.name])
                 return
             if isinstance(decision, fb.Reprompt):
                 metrics.fallback(decision.kind)
-                if decision.kind == "low_confidence":
-                    if await self._confirmed(value or answer.text):
-                        self.variables[g.name] = value or answer.text
-                        return
-                    prompt = sc.fill(g.prompt, self.variables)
-                else:
-                    prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
+                prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
                 continue
             await self._give_up(decision)
 
@@ -145,7 +144,8 @@ class ScriptRunner:
         return "match", value
 
     async def _confirmed(self, value: str) -> bool:
-        await self._say(f"I heard {value}. Is that right?")
+        self.session.flush_answers()
+        await self._say(f"I heard {value.rstrip('.')}. Is that right?")
         answer = await self.session.next_answer(6.0, dtmf=True)
         if answer.digits:
             return answer.digits.startswith("1")

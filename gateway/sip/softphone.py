@@ -118,7 +118,12 @@ class _Phone:
         a = self.args
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
-        ep.libInit(pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone"))
+        cfg = pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone")
+        if os.environ.get("SP_JB"):
+            cfg.medConfig.jbMaxPre = int(os.environ["SP_JB"])
+            cfg.medConfig.jbMinPre = int(os.environ.get("SP_JBMIN", "-1"))
+            cfg.medConfig.jbInit = int(os.environ.get("SP_JBINIT", "-1"))
+        ep.libInit(cfg)
         ep.audDevManager().setNullDev()  # setNoDev would leave the bridge without a clock
         pjutil.set_codec_priorities(ep)
         tcp = a.transport == "tcp"
@@ -561,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     json_fd = os.dup(1)
     os.dup2(2, 1)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="softphone %(message)s")
+    if os.environ.get("SP_NICE"):
+        os.nice(int(os.environ["SP_NICE"]))
     phone = _Phone(args)
 
     def _on_signal(signum: int, _frame: Any) -> None:

@@ -8,15 +8,18 @@ final status codes are read back from sipp's own message trace.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import free_udp_port, wait_until
+from tests.support import free_port, free_udp_port, wait_until
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 
@@ -53,17 +56,30 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
     """A worker: 200 to OPTIONS (so dispatcher probing sees it alive), then per INVITE:
     answer=200: answer, hold until BYE (or send BYE itself after hangup_after_ms), 200 to INFO;
     answer=180: ring until CANCEL (200, then 487); anything else: reject with that code.
-    Logs `INVITE <call-id>` when a call arrives and `END <call-id>` when it is over."""
+    Logs `INVITE <call-id>` when a call arrives, `END <call-id>` when it is over and
+    `OPTIONS <call-id>` per ping."""
     tag = "[pid]SIPpTag01[call_number]"
     capture = ""  # sipp refuses variables that are set but never used: capture only if needed
     if answer == 200 and hangup_after_ms is None:
+        # The front relays with several processes, so the caller's ACK can be overtaken by the
+        # INFO or BYE sent right after it: both are taken before the ACK as well. A <nop> runs
+        # only on sipp's next pass, and a request arriving before that is unexpected: so each
+        # reply is followed by the requests that may come next, not by a <nop> jumping back.
         body = f"""
+  <recv request="INFO" optional="true" next="early_info"/>
+  <recv request="BYE" optional="true" next="bye">{_END}</recv>
+  <recv request="ACK" next="incall"/>
+  <label id="early_info"/>{_REPLY_200}
+  <recv request="BYE" optional="true" next="bye">{_END}</recv>
+  <recv request="ACK"/>
   <label id="incall"/>
   <recv request="INFO" optional="true" next="info"/>
-  <recv request="BYE">{_END}</recv>{_REPLY_200}
-  <nop next="end"/>
+  <recv request="BYE" next="bye">{_END}</recv>
   <label id="info"/>{_REPLY_200}
-  <nop next="incall"/>"""
+  <recv request="INFO" optional="true" next="info"/>
+  <recv request="BYE">{_END}</recv>
+  <label id="bye"/>{_REPLY_200}
+  <nop next="end"/>"""
     elif answer == 200:
         capture = """
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote"/>
@@ -138,11 +154,18 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
       Contact: <sip:worker@[local_ip]:[local_port]>
       Content-Length: 0
 """
-    retrans = ' retrans="500"' if answer == 200 else ""
-    answer_ack = '\n  <recv request="ACK"/>' if answer == 200 else ""
+    # sipp sends nothing new while a message it retransmits is unacknowledged, and only an ACK or
+    # BYE acknowledges the 200: an INFO overtaking the ACK would go unanswered. So the 200 of a
+    # call held until BYE is sent once (loopback does not lose it, and a lost one would still be
+    # sent again for the front's INVITE retransmission).
+    hangs_up = answer == 200 and hangup_after_ms is not None
+    retrans = ' retrans="500"' if hangs_up else ""
+    answer_ack = '\n  <recv request="ACK"/>' if hangs_up else ""  # else `body` takes the ACK
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="test worker">
-  <recv request="OPTIONS" optional="true" next="options"/>
+  <recv request="OPTIONS" optional="true" next="options">
+    <action><log message="OPTIONS [call_id]"/></action>
+  </recv>
   <recv request="INVITE" rrs="true">
     <action>{capture}
       <log message="INVITE [call_id]"/>
@@ -289,18 +312,112 @@ def uac_scenario(
 """
 
 
-def _base_args(
-    scenario: Path, address: str, port: int, stem: Path, transport: str = "u1"
-) -> list[str]:
-    return [
-        SIPP, "-sf", str(scenario), "-i", str(address), "-p", str(port), "-t", transport,
-        "-nostdin", "-trace_msg", "-message_file", f"{stem}.messages.log",
-        "-trace_err", "-error_file", f"{stem}.errors.log",
-        "-trace_logs", "-log_file", f"{stem}.actions.log",
-        "-mp", str(free_udp_port(address)),  # distinct RTP echo ports so several sipps coexist
-        # sipp's control socket would otherwise sit on 0.0.0.0:8888 and up.
-        "-ci", str(address), "-cp", str(free_udp_port(address)),
-    ]
+# sipp binds, in this order: its SIP socket (-p), its RTP echo sockets at -mp and -mp + 2, then
+# its control socket (-cp, or one of the next 60 ports). A taken SIP or RTP port is fatal (exit
+# 254). Ports are picked free just before the start, so another process (a parallel test, a
+# pjsua worker's RTP) can still take one meanwhile: that start is retried with fresh ports.
+_BIND_ERROR = 254
+_START_ATTEMPTS = 3
+_CONTROL_TRIES = 60
+_START_TIMEOUT = 10.0
+_names = itertools.count(1)
+
+
+def _free_media_port(address: str) -> int:
+    """A port P with P and P + 2 both free: sipp's audio and video echo sockets."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as audio:
+            audio.bind((address, 0))
+            port = int(audio.getsockname()[1])
+            if port + 2 > 65535:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as video:
+                try:
+                    video.bind((address, port + 2))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free pair of RTP ports on {address}")
+
+
+def _udp_ports(pid: int) -> set[int]:
+    """Local ports of the UDP sockets process `pid` holds (its fds matched to /proc/net/udp)."""
+    inodes: set[str] = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    ports: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _unique_name(workdir: Path, prefix: str) -> str:
+    while True:
+        name = f"{prefix}{next(_names)}"
+        if not (workdir / f"{name}.xml").exists():
+            return name
+
+
+def _start_sipp(
+    scenario: Path, address: str, stem: Path, *, port: int | None, transport: str = "u1",
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start sipp; return once it holds all its sockets (or has already exited, for a reason
+    other than a taken port), with its SIP port. `port` None: a free one, picked per attempt."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        sip = port or (free_port(address) if transport.startswith("t") else free_udp_port(address))
+        media, control = _free_media_port(address), free_udp_port(address)
+        args = [
+            SIPP, "-sf", str(scenario), "-i", address, "-p", str(sip), "-t", transport,
+            "-nostdin", "-trace_msg", "-message_file", f"{stem}.messages.log",
+            "-trace_err", "-error_file", f"{stem}.errors.log",
+            "-trace_logs", "-log_file", f"{stem}.actions.log",
+            "-mp", str(media),  # distinct RTP echo ports so several sipps coexist
+            # sipp's control socket would otherwise sit on 0.0.0.0:8888 and up.
+            "-ci", address, "-cp", str(control),
+            *extra,
+        ]
+        with open(f"{stem}.stdout", "ab") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=stem.parent)
+
+        def up(proc: subprocess.Popen[bytes] = proc, sip: int = sip, media: int = media,
+               control: int = control) -> bool:
+            if proc.poll() is not None:
+                return True
+            ports = _udp_ports(proc.pid)
+            # The control socket is bound last, right before sipp starts its traffic.
+            return {media, media + 2} <= ports and any(
+                control <= p < control + _CONTROL_TRIES for p in ports - {sip, media, media + 2})
+
+        if not wait_until(up, timeout=_START_TIMEOUT, interval=0.01):
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"sipp did not bind its sockets in {_START_TIMEOUT} s; see {stem}.*")
+        if proc.returncode != _BIND_ERROR:
+            return proc, sip
+        # A port was taken between picking it and sipp binding it: keep the log, try others.
+        errors = Path(f"{stem}.errors.log")
+        if errors.exists():
+            errors.rename(f"{stem}.errors.attempt{attempt}.log")
+    raise RuntimeError(f"sipp could not bind its ports {_START_ATTEMPTS} times; "
+                       f"see {stem}.errors.attempt*.log")
 
 
 class SippUas:
@@ -317,8 +434,9 @@ class SippUas:
         answer: int = 200,
     ) -> None:
         self.address = address
-        self.port = port or free_udp_port(address)
-        self.name = name or f"uas{self.port}"
+        self._fixed_port = port
+        self.port = port or 0  # a free one is picked by start()
+        self.name = name or _unique_name(workdir, "uas")
         self.workdir = workdir
         self._stem = workdir / self.name
         self._scenario = workdir / f"{self.name}.xml"
@@ -330,21 +448,14 @@ class SippUas:
         return f"sip:{self.address}:{self.port}"
 
     def start(self) -> SippUas:
+        """Returns once sipp holds its SIP port (and the rest: it can no longer fail to bind)."""
         if self._proc is not None:
             raise RuntimeError("already running")
-        args = _base_args(self._scenario, self.address, self.port, self._stem)
-        with open(f"{self._stem}.stdout", "ab") as out:
-            self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, cwd=self.workdir)
-        if not wait_until(self._listening, timeout=5):
-            raise RuntimeError(f"sipp UAS did not bind {self.address}:{self.port}")
+        self._proc, self.port = _start_sipp(self._scenario, self.address, self._stem,
+                                            port=self._fixed_port)
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"sipp UAS exited ({self._proc.returncode}); see {self._stem}.*")
         return self
-
-    def _listening(self) -> bool:
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError(f"sipp UAS exited; see {self._stem}.stdout")
-        with open("/proc/net/udp") as f:  # bound = the kernel lists the port
-            return f":{self.port:04X} " in f.read()
 
     def stop(self, *, crash: bool = False) -> None:
         """Stop it; `crash=True` is kill -9, as a dying worker would."""
@@ -379,6 +490,11 @@ class SippUas:
         return len(self.invites())
 
     @property
+    def options_count(self) -> int:
+        """OPTIONS pings received so far."""
+        return sum(1 for line in self._log_lines() if line.startswith("OPTIONS "))
+
+    @property
     def active_calls(self) -> int:
         lines = self._log_lines()
         return sum(1 for x in lines if x.startswith("INVITE ")) - sum(
@@ -398,6 +514,14 @@ class CallOutcome:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    def __str__(self) -> str:
+        """For assertion messages: the outcome and what sipp reported as going wrong."""
+        errors = self.messages_log.with_name(
+            self.messages_log.name.replace(".messages.log", ".errors.log"))
+        text = errors.read_text(errors="replace")[-3000:] if errors.exists() else ""
+        return (f"sipp exit {self.returncode}, final codes {self.codes}; "
+                f"{errors}:\n{text or '(empty)'}")
 
 
 _BLOCK = re.compile(r"message received \[\d+\] bytes :\s*\n\n(.*?)(?=\n-{20,}|\Z)", re.S)
@@ -447,25 +571,27 @@ class SippUac:
         self.host, self.port, self.number = host, port, number
         self.calls = calls
         self.timeout_s = timeout_s
-        self.name = f"uac{free_udp_port(local_address)}"
+        self.local_address = local_address
+        self.transport = transport
+        self.name = _unique_name(workdir, "uac")
         self._stem = workdir / self.name
         self.workdir = workdir
-        scenario = workdir / f"{self.name}.xml"
-        scenario.write_text(uac_scenario(expect=expect, hold_ms=hold_ms, info=info,
-                                         remote_hangup=remote_hangup, cancel=cancel))
-        self._args = [
-            *_base_args(scenario, local_address, free_udp_port(local_address), self._stem,
-                        transport),
+        self._scenario = workdir / f"{self.name}.xml"
+        self._scenario.write_text(uac_scenario(expect=expect, hold_ms=hold_ms, info=info,
+                                               remote_hangup=remote_hangup, cancel=cancel))
+        self._extra = (
             f"{host}:{port}", "-s", number, "-key", "caller", caller,
             "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate),
             "-recv_timeout", str(int(timeout_s * 1000)), "-timeout", f"{int(timeout_s) + 5}s",
-        ]
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SippUac:
-        with open(f"{self._stem}.stdout", "ab") as out:
-            self._proc = subprocess.Popen(self._args, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, cwd=self.workdir)
+        """Returns once sipp is up and placing its calls (or, for quick ones, already done)."""
+        if self._proc is not None:
+            raise RuntimeError("already started")
+        self._proc, _ = _start_sipp(self._scenario, self.local_address, self._stem, port=None,
+                                    transport=self.transport, extra=self._extra)
         return self
 
     def wait(self, timeout: float | None = None) -> CallOutcome:
