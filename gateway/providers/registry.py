@@ -64,6 +64,10 @@ def make_llm(name: str, **options: Any) -> LanguageModel:
 
 def _make(kind: str, table: dict[str, tuple[str, str, str]], name: str, options: dict[str, Any]) -> object:
     key = name.strip().lower()
+    if ":" in name:
+        # "package.module:Class": a provider of your own, built with the same options.
+        module_name, _, class_name = name.strip().partition(":")
+        table = {key: (module_name, class_name, f"make {module_name} importable")}
     if key not in table:
         raise ProviderError(name, f"unknown {kind} provider; choose one of: {', '.join(sorted(table))}")
     module_name, class_name, install = table[key]

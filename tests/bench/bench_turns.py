@@ -1,0 +1,104 @@
+"""Turn latency and barge-in stop time, measured on the wire at the caller.
+
+    .venv/bin/python -m tests.bench.bench_turns [--rounds 8] [--engines offline|instant|both]
+
+offline: the embedded engines (faster-whisper tiny.en, piper). instant: zero-latency fake
+providers (tests/bench/instant.py), so what remains is the gateway's own media path plus the
+end-of-turn silence, which is subtracted to give the gateway's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.bench.bench_calls import cpu_seconds, pct
+from tests.support.gateway import GatewayProcess
+from tests.support.phones import call
+from tests.support.speech import speech_wav
+
+END_OF_TURN_MS = 500
+AGENT = f"""
+name: bench
+disclosure: false
+end_of_turn_ms: {END_OF_TURN_MS}
+steps:
+  - say: "Hello. This is the turn latency benchmark. How are you today?"
+"""
+LOOP = """  - gather: {name: a%d, prompt: "Thank you. And what else would you like to tell me?"}
+"""
+BARGE = """
+name: barge
+disclosure: false
+steps:
+  - say: "This is a long sentence for the barge in benchmark. It keeps going so that the caller can interrupt it. And it still goes on a little longer."
+  - gather: {name: a, prompt: "Go on."}
+"""
+
+INSTANT = {"stt": ["tests.bench.instant:InstantSTT"], "tts": "tests.bench.instant:InstantTTS"}
+
+
+def run(engines: str, rounds: int, tmp: Path) -> dict[str, list[float]]:
+    plans = tmp / engines / "dialplans"
+    (plans / "agents").mkdir(parents=True)
+    (plans / "agents" / "bench.yaml").write_text(AGENT + "".join(LOOP % i for i in range(rounds)))
+    (plans / "agents" / "barge.yaml").write_text(BARGE)
+    (plans / "bench.yaml").write_text('numbers: ["+15550400"]\nagent: agents/bench.yaml\n')
+    (plans / "barge.yaml").write_text('numbers: ["+15550401"]\nagent: agents/barge.yaml\n')
+    (plans / "default.yaml").write_text("reject: 404\n")
+    turn = speech_wav(tmp, "turn", "I am fine, thank you very much.")
+    extra = INSTANT if engines == "instant" else {}
+    results: dict[str, list[float]] = {"turn": [], "barge": [], "inside": []}
+    with GatewayProcess(tmp / engines, plans, extra=extra) as gw:
+        assert gw.proc is not None
+        time.sleep(3)  # let the worker warm its engines
+        cpu0, t0 = cpu_seconds(gw.proc.pid), time.monotonic()
+        out = call(gw.target, "+15550400", *[a for _ in range(rounds) for a in ("--turn", str(turn))],
+                   "--hangup-after", "3", "--max-duration", str(30 + rounds * 15),
+                   timeout=60 + rounds * 20)["calls"][0]
+        results["cpu"] = [(cpu_seconds(gw.proc.pid) - cpu0) / (time.monotonic() - t0)]
+        results["turn"] = [t["latency_ms"] for t in out.get("turns", []) if t.get("latency_ms")]
+        records = gw.wait_records(1)
+        results["inside"] = records[-1].get("turn_latencies_ms", [])
+        for _ in range(max(3, rounds // 2)):
+            barge = call(gw.target, "+15550401", "--turn", str(turn), "--barge-in-ms", "1500",
+                         "--hangup-after", "2", "--max-duration", "30")["calls"][0]
+            results["barge"] += [t["barge_in_stop_ms"] for t in barge.get("turns", [])
+                                 if t.get("barge_in_stop_ms") is not None]
+    return results
+
+
+def show(name: str, values: list[float], minus: float = 0.0) -> str:
+    if not values:
+        return f"{name}: no samples"
+    values = [v - minus for v in values]
+    return (f"{name}: p50 {statistics.median(values):.0f} ms, p95 {pct(values, 0.95):.0f} ms "
+            f"(n={len(values)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--engines", choices=("offline", "instant", "both"), default="both")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    with tempfile.TemporaryDirectory() as name:
+        for engines in (("offline", "instant") if args.engines == "both" else (args.engines,)):
+            r = run(engines, args.rounds, Path(name))
+            print(f"[{engines}]")
+            print("  " + show("turn latency on the wire (caller's last voiced frame → agent's first)", r["turn"]))
+            print("  " + show("  inside the gateway (end of speech → first frame to RTP)", r["inside"]))
+            if engines == "instant":
+                print("  " + show(f"  gateway's own share (wire − {END_OF_TURN_MS} ms end-of-turn silence)",
+                                  r["turn"], END_OF_TURN_MS))
+            print("  " + show("barge-in: caller onset → agent silent on the wire", r["barge"]))
+            print(f"  CPU of the worker during the conversation: {r['cpu'][0] * 100:.1f} % of a core")
+
+
+if __name__ == "__main__":
+    main()

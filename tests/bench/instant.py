@@ -1,0 +1,54 @@
+"""Zero-latency providers, to measure the gateway's own share of a turn.
+
+InstantSTT: a "final transcript" the moment the caller's speech segment ends (VAD), with a fixed
+text. InstantTTS: a 1 s tone at once. Selected by name in gateway.yaml:
+`stt: ["tests.bench.instant:InstantSTT"]`, `tts: "tests.bench.instant:InstantTTS"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from gateway.frames import TranscriptEvent
+from gateway.media.audio import tone
+from gateway.media.vad import FRAME_BYTES, Segmenter
+from gateway.providers.base import SpeechToText, SttStream, TextToSpeech
+
+
+class _InstantStream(SttStream):
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._segmenter = Segmenter(hangover=0.1)
+        self._events: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
+
+    def push_audio(self, pcm: bytes) -> None:
+        for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+            segment = self._segmenter.push(pcm[i:i + FRAME_BYTES])
+            if segment is not None:
+                self._events.put_nowait(TranscriptEvent(self._text, True, 1.0, segment.start,
+                                                        segment.end, speech_final=True))
+
+    async def events(self) -> AsyncIterator[TranscriptEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def aclose(self) -> None:
+        self._events.put_nowait(None)
+
+
+class InstantSTT(SpeechToText):
+    name = "instant"
+
+    def __init__(self, text: str = "yes") -> None:
+        self.text = text
+
+    def stream(self, *, language: str = "en", keyterms: Sequence[str] = ()) -> SttStream:
+        return _InstantStream(self.text)
+
+
+class InstantTTS(TextToSpeech):
+    name = "instant"
+
+    async def _synthesize(self, text: str, *, voice: str | None) -> AsyncIterator[bytes]:
+        yield tone(440, 1.0)
