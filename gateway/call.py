@@ -6,14 +6,18 @@ Commands go to the pj thread by call key; events from it arrive through `deliver
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway import metrics
 from gateway.errors import CallError
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
+
+log = logging.getLogger("gateway.call")
 
 
 @dataclass(slots=True)
@@ -150,6 +154,18 @@ class Call:
             return await asyncio.wait_for(self._digits.get(), timeout)
         except TimeoutError:
             return None
+
+    async def blind_transfer(self, uri: str) -> bool:
+        """REFER to uri; on success our leg is hung up. Counted and recorded either way."""
+        code, reason = await self.transfer(uri)
+        self.record.transfer = {"target": uri, "code": code, "reason": reason}
+        if 200 <= code < 300:
+            metrics.transfer("success")
+            await self.hangup()
+            return True
+        metrics.transfer("failed")
+        log.warning("call %s: transfer to %s failed: %s %s", self.key, uri, code, reason)
+        return False
 
     async def transfer(self, uri: str, timeout: float = 30.0) -> tuple[int, str]:
         """Blind transfer (REFER). Returns the final NOTIFY status, or the REFER failure."""

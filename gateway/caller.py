@@ -32,12 +32,15 @@ import numpy as np
 
 from gateway.errors import CallError, GatewayError
 
-__all__ = ["Turn", "CallReport", "run_call", "format_timeline", "build_parser", "main"]
+__all__ = ["CLOCK_LATE_WARN_MS", "Turn", "CallReport", "run_call", "format_timeline", "build_parser", "main"]
 
 _ROOT = Path(__file__).resolve().parents[1]  # the directory holding the `gateway` package
 _DTMF_RE = re.compile(r"^[0-9*#A-Da-d]+(?:@\d+(?:\.\d*)?)?$")
 _RATE = 8000
 _PAD_BEFORE_S, _PAD_AFTER_S = 0.1, 0.2  # around a far-end segment handed to the recogniser
+# A 20 ms clock tick running this late means the machine starved the softphone: the audio on
+# the wire had gaps and bursts, so the timings describe the overload, not the far end.
+CLOCK_LATE_WARN_MS = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ def run_call(
     turn_gap_ms: float = 700.0,
     barge_in_ms: float | None = None,
     greeting_wait: float = 3.0,
+    reply_timeout: float = 15.0,
     hangup_after: float = 2.0,
     max_duration: float = 60.0,
     transport: str = "udp",
@@ -123,7 +127,8 @@ def run_call(
             sys.executable, "-m", "gateway.sip.softphone", "call", "--to", to, "--number", number,
             "--transport", transport, "--from-user", "gateway-call",
             "--record-both", both, "--turn-gap-ms", str(turn_gap_ms), "--greeting-wait", str(greeting_wait),
-            "--hangup-after", str(hangup_after), "--max-duration", str(max_duration), "--listen",
+            "--reply-timeout", str(reply_timeout), "--hangup-after", str(hangup_after),
+            "--max-duration", str(max_duration), "--listen",
         ]
         for wav in wavs:
             cmd += ["--turn", wav]
@@ -266,6 +271,15 @@ def format_timeline(report: CallReport) -> str:
         lines.append(f"  turn latency: {per}" + (f"; median {median(lat):.0f} ms" if lat else ""))
     if len(turns) < len(report.turns):
         lines.append(f"  {len(report.turns) - len(turns)} turn(s) not played (call ended first)")
+    rtp = c.get("rtp") or {}
+    jb = rtp.get("jb_delay_ms") or {}
+    if jb:
+        lines.append(f"  our receive path: jitter buffer {jb.get('min')}-{jb.get('max')} ms (avg {jb.get('avg')}), "
+                     f"{rtp.get('rx_lost')} packets lost; latencies include it")
+    late = clock.get("late_max_ms") or 0.0
+    if late > CLOCK_LATE_WARN_MS:
+        lines.append(f"  warning: our media clock ran up to {late:.0f} ms late (machine overloaded): "
+                     "timings are unreliable")
     if report.transcript_note:
         lines.append(f"  ({report.transcript_note})")
     return "\n".join(lines)
@@ -304,6 +318,8 @@ def build_parser(prog: str = "gateway call") -> argparse.ArgumentParser:
     p.add_argument("--barge-in-ms", type=float, help="start each turn this long after the far end starts speaking")
     p.add_argument("--greeting-wait", type=float, default=3.0,
                    help="seconds to wait for a greeting before speaking first")
+    p.add_argument("--reply-timeout", type=float, default=15.0,
+                   help="hang up if the far end does not start replying to a turn within this many seconds")
     p.add_argument("--hangup-after", type=float, default=2.0, help="seconds of far-end silence after the last turn")
     p.add_argument("--max-duration", type=float, default=60.0, help="hang up after this long whatever happens")
     p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
@@ -320,7 +336,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway call") -> int:
         report = run_call(
             args.number, to=args.to, turns=args.turns, dtmf=args.dtmf, record=args.record,
             record_both=args.record_both, turn_gap_ms=args.turn_gap_ms, barge_in_ms=args.barge_in_ms,
-            greeting_wait=args.greeting_wait, hangup_after=args.hangup_after, max_duration=args.max_duration,
+            greeting_wait=args.greeting_wait, reply_timeout=args.reply_timeout, hangup_after=args.hangup_after,
+            max_duration=args.max_duration,
             transport=args.transport, voice=args.voice, cache_dir=args.cache_dir,
             transcribe=not args.no_transcript, log=sys.stderr if args.verbose else None,
         )

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from gateway import metrics
 from gateway.call import Call
 from gateway.dialplan import model as dp
 
@@ -108,14 +107,8 @@ class FlowRunner:
 
     async def transfer(self, target: str, on_failure: Sequence[dp.Step]) -> None:
         uri = self._operator_uri if target == "operator" else target
-        code, reason = await self.call.transfer(uri)
-        self.call.record.transfer = {"target": uri, "code": code, "reason": reason}
-        if 200 <= code < 300:
-            metrics.transfer("success")
-            await self.call.hangup()
+        if await self.call.blind_transfer(uri):
             raise FlowEnded("transferred")
-        metrics.transfer("failed")
-        log.warning("call %s: transfer to %s failed: %s %s", self.call.key, uri, code, reason)
         if on_failure:
             await self.steps(on_failure)
         else:

@@ -282,6 +282,7 @@ class Worker:
                     await loop.run_in_executor(self._tts, self.prompts.render, text)
                 except Exception:  # noqa: BLE001
                     log.exception("cannot render prompt %r", text)
+        log.info("engines warm: %d prompts ready", len(texts))
 
     async def _reload_loop(self) -> None:
         while True:

@@ -19,7 +19,7 @@ import yaml
 
 from gateway.errors import ConfigError
 
-__all__ = ["Errors", "Fields", "Node", "load", "parse"]
+__all__ = ["Errors", "Fields", "Node", "load", "parse", "step_key"]
 
 Kind = Literal["scalar", "sequence", "mapping"]
 _T = TypeVar("_T")
@@ -188,6 +188,24 @@ class Fields:
 
     def key_error(self, name: str, message: str) -> ConfigError:
         return self.keys[name].error(message)
+
+
+def step_key(node: Node, keys: tuple[str, ...], errors: Errors) -> tuple[str, Node] | None:
+    """A list item that is one `{key: value}` step: its key and value.
+
+    None when it only had unknown keys (already recorded in errors)."""
+    if node.kind != "mapping":
+        raise node.error(f"expected a step like {{say: TEXT}} or {{hangup: true}}, got {node.describe()}")
+    fields = node.fields(keys, errors)
+    present = fields.present(*keys)
+    if not present:
+        if not node.pairs():
+            raise node.error(f"empty step (expected one of: {', '.join(keys)})")
+        return None
+    if len(present) > 1:
+        message = f"one step per list item (this item also has '{present[0]}'); start the next with '- '"
+        raise fields.key_error(present[1], message)
+    return present[0], fields.values[present[0]]
 
 
 def load(path: Path) -> Node:

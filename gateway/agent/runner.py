@@ -75,14 +75,8 @@ class ScriptRunner:
 
     async def _transfer(self, target: str, on_failure: Sequence[sc.Step]) -> None:
         uri = self._operator_uri if target == "operator" else target
-        code, reason = await self.call.transfer(uri)
-        self.call.record.transfer = {"target": uri, "code": code, "reason": reason}
-        if 200 <= code < 300:
-            metrics.transfer("success")
-            await self.call.hangup()
+        if await self.call.blind_transfer(uri):
             raise ScriptEnded("transferred")
-        metrics.transfer("failed")
-        log.warning("call %s: transfer to %s failed: %s %s", self.call.key, uri, code, reason)
         if on_failure:
             await self.steps(on_failure)
         else:

@@ -41,7 +41,7 @@ from gateway.agent.script import (
     placeholders,
 )
 from gateway.errors import ConfigError
-from gateway.yamlfile import Errors, Fields, Node
+from gateway.yamlfile import Errors, Fields, Node, step_key
 
 __all__ = ["load_agent", "load_agent_checked"]
 
@@ -302,19 +302,10 @@ def _steps(node: Node, scope: _Scope, known: set[str]) -> tuple[Step, ...]:
 
 
 def _step(node: Node, scope: _Scope, known: set[str]) -> Step | None:
-    if node.kind != "mapping":
-        raise node.error(f"expected a step like {{say: TEXT}} or {{hangup: true}}, got {node.describe()}")
-    fields = node.fields(_STEP_KEYS, scope.errors)
-    present = fields.present(*_STEP_KEYS)
-    if not present:
-        if not node.pairs():
-            raise node.error(f"empty step (expected one of: {', '.join(_STEP_KEYS)})")
+    found = step_key(node, _STEP_KEYS, scope.errors)
+    if found is None:
         return None  # only unknown keys: already reported
-    if len(present) > 1:
-        message = f"one step per list item (this item also has '{present[0]}'); start the next with '- '"
-        raise fields.key_error(present[1], message)
-    name = present[0]
-    value = fields.values[name]
+    name, value = found
     if name == "say":
         return Say(_text(value, scope, known))
     if name == "play":

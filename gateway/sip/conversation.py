@@ -145,9 +145,10 @@ class CallerScript(Generic[T]):
     A turn starts when the far end has spoken and then been silent for `gap_frames`, or
     `barge_frames` after the far end started speaking (to interrupt it on purpose). Before
     the first turn the far end gets `greeting_frames` to start talking (then we speak first).
-    After the last turn, or when the far end does not answer a turn, `finished` is set once
-    it has been silent for `hangup_frames` (and not before tick `not_before`). With no turns
-    at all it only listens. The owner hangs up when it sees `finished`.
+    After the last turn, once the far end has replied and then been silent for
+    `hangup_frames`, `finished` is set ("done"); if it does not start replying to a turn
+    within `reply_frames`, too ("no reply"). Never before tick `not_before`. With no turns at
+    all it only listens. The owner hangs up when it sees `finished`.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class CallerScript(Generic[T]):
         hangup_frames: int,
         barge_frames: int | None = None,
         greeting_frames: int = 150,
+        reply_frames: int = 750,
         not_before: int = 0,
     ) -> None:
         self._turns = [list(t) for t in turns]
@@ -165,6 +167,7 @@ class CallerScript(Generic[T]):
         self._hangup = max(1, hangup_frames)
         self._barge = barge_frames
         self._greeting = greeting_frames
+        self._reply_wait = max(1, reply_frames)
         self._not_before = not_before  # no hangup before this tick (e.g. DTMF still to send)
         self.records: list[TurnRecord] = []
         self.finished: str | None = None  # why the call should end, once it should
@@ -216,7 +219,7 @@ class CallerScript(Generic[T]):
                 if waited < self._greeting:
                     return None
                 return "no-greeting" if more else "hangup:no reply"
-            return "hangup:no reply" if waited >= self._hangup else None
+            return "hangup:no reply" if waited >= self._reply_wait else None
         assert last is not None
         quiet = k - 1 - last  # unvoiced frames received since the far end's last voiced one
         if more and self._barge is not None and k >= onset + self._barge:
@@ -368,4 +371,5 @@ class MediaLog:
     sent: list[bytes] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
     t0_monotonic: float | None = None  # best estimate of tick 0's time.monotonic()
+    late_max: float = 0.0  # seconds: the latest any tick ran after its slot (a starved clock thread)
     vad: str = "energy"

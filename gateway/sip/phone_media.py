@@ -130,6 +130,7 @@ class MediaPort(pj.AudioMediaPort):
         self.received: list[bytes] = []
         self.frames_received = 0
         self.t0 = math.inf  # min over ticks of monotonic() - k x 20 ms: a tick is late, never early
+        self._t_max = -math.inf  # max of the same: how late the latest tick was
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         # getattr: at teardown a callback can reach a proxy without our attributes.
@@ -140,6 +141,8 @@ class MediaPort(pj.AudioMediaPort):
         t0 = time.monotonic() - k * FRAME_S
         if t0 < self.t0:
             self.t0 = t0
+        if t0 > self._t_max:
+            self._t_max = t0
         director = self.director
         if director is not None:
             idx = director.tx(k) or 0
@@ -179,5 +182,6 @@ class MediaPort(pj.AudioMediaPort):
             sent=[data[i] for i in self.sent],
             received=list(self.received),
             t0_monotonic=None if self.t0 == math.inf else self.t0,
+            late_max=max(0.0, self._t_max - self.t0),
             vad=self._vad.kind if self._vad is not None else "",
         )

@@ -38,6 +38,7 @@ class Leg:
     script: CallerScript[int] | None = None  # --turn: the caller's turn-taking (pure data)
     replier: Replier[int] | None = None  # --reply/--greeting: the reference far end
     timing: dict[str, Any] | None = None  # analyse_turns() once the call has ended
+    rtp: dict[str, Any] | None = None  # last sample of the receive path's stats
     transfer: dict[str, Any] | None = None
     child: Leg | None = None  # call placed because of a REFER we accepted
     remote_uri: str = ""
@@ -66,6 +67,7 @@ class Leg:
             "frames_received": self.frames_received,
             "transfer": dict(self.transfer) if self.transfer else None,
             "media_clock": self.clock_json(),
+            "rtp": self.rtp,
             "turns": self.timing["turns"] if self.timing else [],
             "segments": self.timing["segments"] if self.timing else None,
             "events": self.events,
@@ -97,6 +99,7 @@ class Leg:
             "frames_received": self.frames_received,
             "transfer": self.transfer,
             "media_clock": self.clock_json(),
+            "rtp": self.rtp,
             "replies": [r.to_json() for r in self.replier.records] if self.replier else [],
             "events": self.events,
         }
@@ -113,5 +116,6 @@ class Leg:
             "frames": max(len(m.sent), len(m.received)),
             "t0_monotonic": round(t0, 6) if t0 is not None else None,
             "start_after_invite_s": round(t0 - self.t0, 3) if t0 is not None else None,
+            "late_max_ms": round(m.late_max * 1000, 1),
             "vad": m.vad or None,
         }

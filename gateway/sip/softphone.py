@@ -6,19 +6,24 @@
 One pjsua2 Endpoint owned by the main thread (DESIGN.md §3), timers checked between
 libHandleEvents() polls, one JSON object on stdout at exit, logs on stderr. A process
 holds at most 4 calls (the wheel's PJSUA_MAX_CALLS), transfer legs included.
+
+Conversations: `call --turn A.wav --turn B.wav` plays each turn once when the far end has
+spoken and paused (or --barge-in-ms after it starts), and reports per-turn timing measured on
+the call's media clock (conversation.py); `answer --reply R.wav --reply-delay-ms 300` is the
+reference far end whose reply gap is exact by frame count. Audio and the media port live in
+phone_media.py, the per-call JSON in phone_report.py, the flags in phone_cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +32,17 @@ import pjsua2 as pj
 
 from gateway.sip import pjutil
 from gateway.sip.conversation import FRAME_MS, CallerScript, FrameVad, MediaLog, Replier, analyse_turns, voiced_flags
+from gateway.sip.phone_cli import MAX_CALLS, build_parser
 from gateway.sip.phone_media import FrameBank, MediaPort, load_play_frames, write_stereo_wav, write_wav
 from gateway.sip.phone_report import Leg
 
-__all__ = ["build_parser", "main", "load_play_frames", "write_wav"]
+__all__ = ["MAX_CALLS", "build_parser", "main", "load_play_frames", "write_wav"]
 
 log = logging.getLogger("gateway.sip.softphone")
 
 PORT_LINGER_S = 0.5  # the bridge drops ports asynchronously: keep them this long after a call
 DISCONNECT_GRACE_S = 5.0  # how long shutdown waits for BYE/CANCEL to complete
-MAX_CALLS = 4
-_DTMF_RE = re.compile(r"^([0-9*#A-Da-d]+)(?:@(\d+(?:\.\d*)?))?$")
+RTP_SAMPLE_S = 0.5  # how often the main thread reads a call's stream stats
 
 
 # --- per-call state -----------------------------------------------------------------
@@ -53,6 +58,8 @@ class _Slot:
     parent: Leg | None = None
     timers: list[tuple[float, str, str]] = field(default_factory=list)
     turns_logged: int = 0
+    media_index: int | None = None
+    rtp_sampled_at: float = 0.0
 
 
 class _Call(pj.Call):
@@ -94,7 +101,7 @@ class _Account(pj.Account):
 class _Phone:
     """Endpoint + one account + call slots, all touched only by the main thread."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: Namespace) -> None:
         self.args = args
         self.answer_mode = args.mode == "answer"
         self.slots: list[_Slot] = []
@@ -118,12 +125,7 @@ class _Phone:
         a = self.args
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
-        cfg = pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone")
-        if os.environ.get("SP_JB"):
-            cfg.medConfig.jbMaxPre = int(os.environ["SP_JB"])
-            cfg.medConfig.jbMinPre = int(os.environ.get("SP_JBMIN", "-1"))
-            cfg.medConfig.jbInit = int(os.environ.get("SP_JBINIT", "-1"))
-        ep.libInit(cfg)
+        ep.libInit(pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone"))
         ep.audDevManager().setNullDev()  # setNoDev would leave the bridge without a clock
         pjutil.set_codec_priorities(ep)
         tcp = a.transport == "tcp"
@@ -297,6 +299,7 @@ class _Phone:
             if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
             am = call.getAudioMedia(mi.index)
+            slot.media_index = mi.index
             if slot.port is None:
                 slot.port = self._media_port(slot)
                 slot.port.createPort(f"softphone-{slot.leg.index}", pjutil.pcm_port_format())
@@ -327,6 +330,7 @@ class _Phone:
                 hangup_frames=round(hangup_s * fps),
                 barge_frames=round(a.barge_in_ms / FRAME_MS) if a.barge_in_ms is not None else None,
                 greeting_frames=round(a.greeting_wait * fps),
+                reply_frames=round(a.reply_timeout * fps),
                 not_before=round((max((at for _, at in a.dtmf), default=0.0) + hangup_s) * fps),
             )
         keep = bool(leg.record_path or leg.record_both_path or leg.script)
@@ -386,9 +390,11 @@ class _Phone:
 
     def _run_timers(self, now: float) -> None:
         for slot in list(self.slots):
-            script = slot.leg.script
-            if script is not None and slot.call is not None and slot.leg.disconnected_at is None:
-                self._follow_script(slot, script)
+            if slot.call is not None and slot.leg.disconnected_at is None:
+                if slot.leg.script is not None:
+                    self._follow_script(slot, slot.leg.script)
+                if slot.media_index is not None and now >= slot.rtp_sampled_at + RTP_SAMPLE_S:
+                    self._sample_rtp(slot)
             if slot.call is None or slot.leg.disconnected_at is not None or not slot.timers:
                 continue
             due = sorted(t for t in slot.timers if t[0] <= now)
@@ -398,6 +404,26 @@ class _Phone:
                     self._fire(slot, slot.call, t[1], t[2])
                 except pj.Error as exc:
                     slot.leg.event(f"{t[1]} failed: {exc.info()}")
+
+    def _sample_rtp(self, slot: _Slot) -> None:
+        """Receive-path health of the call so far (jitter buffer and RTCP receive stats)."""
+        if slot.call is None or slot.media_index is None:
+            return
+        slot.rtp_sampled_at = time.monotonic()
+        try:
+            st = slot.call.getStreamStat(slot.media_index)
+        except pj.Error:
+            return
+        jb, rx = st.jbuf, st.rtcp.rxStat
+        slot.leg.rtp = {
+            "rx_packets": rx.pkt,
+            "rx_lost": rx.loss,
+            "rx_jitter_max_ms": round(rx.jitterUsec.max / 1000, 1) if rx.jitterUsec.n else None,
+            "jb_delay_ms": {"min": jb.minDelayMsec, "avg": jb.avgDelayMsec, "max": jb.maxDelayMsec},
+            "jb_empty": jb.empty,
+            "jb_discard": jb.discard,
+            "jb_lost": jb.lost,
+        }
 
     def _follow_script(self, slot: _Slot, script: CallerScript[int]) -> None:
         """Log turns the clock thread started; hang up once the script is done."""
@@ -437,6 +463,7 @@ class _Phone:
     def _hangup(self, slot: _Slot, why: str) -> None:
         if slot.call is None or slot.leg.disconnected_at is not None:
             return
+        self._sample_rtp(slot)
         slot.leg.hangup_requested = True
         slot.leg.event(f"hangup ({why})")
         slot.call.hangup(pj.CallOpParam(True))
@@ -474,87 +501,6 @@ class _Phone:
         return all(s.leg.disconnected_at is not None and s.port is None for s in self.slots)
 
 
-# --- command line -------------------------------------------------------------------
-
-
-def _dtmf_spec(text: str) -> tuple[str, float]:
-    m = _DTMF_RE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"DTMF must be DIGITS[@SECONDS], got {text!r}")
-    return m.group(1).upper(), float(m.group(2) or 1.0)
-
-
-def _calls(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= MAX_CALLS:
-        raise argparse.ArgumentTypeError(f"--calls must be 1..{MAX_CALLS} (PJSUA_MAX_CALLS of this build)")
-    return n
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gateway.sip.softphone", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="mode", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bind", default="127.0.0.1", help="local address for SIP and RTP")
-    common.add_argument("--port", type=int, default=0, help="local SIP port (0 = any free port)")
-    common.add_argument("--transport", choices=("udp", "tcp"), default="udp")
-    common.add_argument("--play", help="tone:HZ or a WAV file, looped (default: silence)")
-    common.add_argument(
-        "--hangup-after", type=float,
-        help="seconds after answer; with --turn: seconds of far-end silence after the last turn (default 2)",
-    )
-    common.add_argument("--log-level", type=int, default=1, help="pjsua log level on stderr (0-6)")
-    common.add_argument("--vad", choices=("auto", "energy", "webrtc"), default="auto",
-                        help="voiced-frame detector for turns and timing (auto: webrtcvad if installed)")
-    common.add_argument("--vad-threshold-db", type=float, default=-45.0, help="frame RMS (dBFS) counted as loud")
-    c = sub.add_parser("call", parents=[common], help="place call(s) and report the outcome")
-    c.add_argument("--to", required=True, help="HOST:PORT of the far end")
-    c.add_argument("--number", required=True, help="user part of the Request-URI")
-    c.add_argument("--from-user", default="softphone")
-    c.add_argument("--calls", type=_calls, default=1, help="identical concurrent calls (1-4)")
-    c.add_argument("--record", help="WAV of received audio (OUT-1.wav, OUT-2.wav... when --calls > 1)")
-    c.add_argument("--record-both", help="stereo WAV, frame-aligned: left = sent, right = received")
-    c.add_argument("--turn", action="append", default=[], metavar="FILE.wav",
-                   help="a spoken turn, in order: played once after the far end speaks and pauses")
-    c.add_argument("--listen", action="store_true",
-                   help="follow the conversation even without --turn (timing JSON; --hangup-after as with --turn)")
-    c.add_argument("--turn-gap-ms", type=_non_negative, default=700.0,
-                   help="far-end silence that ends its turn (default 700)")
-    c.add_argument("--barge-in-ms", type=_non_negative,
-                   help="start each turn this long after the far end STARTS speaking (interrupt it)")
-    c.add_argument("--greeting-wait", type=_non_negative, default=3.0,
-                   help="seconds to wait for the far end to speak before the first turn (0: speak first)")
-    c.add_argument("--dtmf", type=_dtmf_spec, action="append", default=[], help="DIGITS[@SECONDS after answer, default 1]")
-    c.add_argument("--dtmf-method", choices=("rfc2833", "info"), default="rfc2833")
-    c.add_argument("--cancel-after", type=float, help="CANCEL this many seconds after the INVITE if unanswered")
-    c.add_argument("--max-duration", type=float, default=30.0, help="hang up everything after this long")
-    c.add_argument("--follow-refer", action="store_true", help="accept REFER and place the new call")
-    c.add_argument("--extra-header", action="append", default=[], help='"Name: value" added to the INVITE')
-    s = sub.add_parser("answer", parents=[common], help="answer every INVITE")
-    s.add_argument("--ready-file", help="write the bound SIP port here once listening")
-    s.add_argument("--record-dir", help="write DIR/call-N.wav per call")
-    s.add_argument("--answer-delay", type=float, default=0.0, help="send 180, answer this much later")
-    s.add_argument("--status", type=int, default=200, help="final answer code (e.g. 486 to refuse)")
-    s.add_argument("--xfer-to", help="blind-transfer (REFER) each answered call to this URI")
-    s.add_argument("--xfer-after", type=float, default=1.0, help="seconds after answer for --xfer-to")
-    s.add_argument("--max-calls", type=int, help="exit after this many calls have ended")
-    s.add_argument("--reply", help="WAV (or tone:HZ) played once after each burst of caller speech")
-    s.add_argument("--reply-delay-ms", type=_non_negative, default=300.0,
-                   help="the reply starts after exactly this much received silence (by frame count)")
-    s.add_argument("--greeting", help="WAV (or tone:HZ) played once when media starts")
-    s.add_argument("--reply-stop-ms", type=_non_negative,
-                   help="cut a greeting/reply short once the caller has talked over it this long")
-    s.add_argument("--max-duration", type=float, default=3600.0)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -566,8 +512,6 @@ def main(argv: list[str] | None = None) -> int:
     json_fd = os.dup(1)
     os.dup2(2, 1)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="softphone %(message)s")
-    if os.environ.get("SP_NICE"):
-        os.nice(int(os.environ["SP_NICE"]))
     phone = _Phone(args)
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -582,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         phone.run()
     except Exception as exc:  # report, then still tear down cleanly
         log.exception("softphone failed")
-        error, code = f"{type(exc).__name__}: {getattr(exc, 'info', lambda: exc)()}", 1
+        error, code = f"{type(exc).__name__}: {exc.info() if isinstance(exc, pj.Error) else exc}", 1
     phone.release()
     # Results first: libDestroy() takes ~1 s and a SIGTERM'd caller wants the JSON now.
     try:

@@ -6,25 +6,16 @@ import socket
 import time
 from collections.abc import Callable
 
+from gateway.ports import free_port
+
+__all__ = ["free_port", "free_udp_port", "udp_port_is_free", "wait_until"]
+
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port the kernel says is free right now (bind to port 0, read it back)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP, for servers that listen on both (SIP does)."""
-    for _ in range(50):
-        port = free_udp_port(host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            try:
-                tcp.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
 def udp_port_is_free(host: str, port: int) -> bool:

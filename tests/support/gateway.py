@@ -58,7 +58,8 @@ class GatewayProcess:
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log()}")
-        return ("front ready" if self.workers > 1 else "worker ready") in self.log()
+        # A single worker is ready once its engines are warm: loading them competes for CPU.
+        return ("front ready" if self.workers > 1 else "engines warm") in self.log()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -234,7 +234,9 @@ def uac_scenario(
 
     ]]>
   </send>
+  <recv response="487" optional="true" next="terminated"/>
   <recv response="200"/>"""
+        # The front sends the CANCEL on before answering it, so the 487 may come first.
         expect = 487
     in_dialog = """
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -243,8 +245,9 @@ def uac_scenario(
       [last_To:]
       Call-ID: [call_id]"""
     if expect != 200:
+        terminated = '\n  <label id="terminated"/>' if cancel else ""
         rest = f"""
-  <recv response="{expect}"/>
+  <recv response="{expect}"/>{terminated}
   <send>
     <![CDATA[
 
@@ -502,7 +505,7 @@ class SippUas:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CallOutcome:
     """What sipp saw: exit status (0 = every call went as the scenario expected) and, per call,
     the final status of its INVITE in arrival order (None if no final response came)."""
@@ -515,12 +518,12 @@ class CallOutcome:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         """For assertion messages: the outcome and what sipp reported as going wrong."""
         errors = self.messages_log.with_name(
             self.messages_log.name.replace(".messages.log", ".errors.log"))
         text = errors.read_text(errors="replace")[-3000:] if errors.exists() else ""
-        return (f"sipp exit {self.returncode}, final codes {self.codes}; "
+        return (f"CallOutcome(returncode={self.returncode}, codes={self.codes}); "
                 f"{errors}:\n{text or '(empty)'}")
 
 
