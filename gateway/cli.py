@@ -1,4 +1,4 @@
-"""`gateway run | check`."""
+"""`gateway run | check | warm | call`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from gateway.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["call"]:
+        # The caller has its own flags (it is a SIP phone, not the gateway).
+        from gateway.caller import main as call_main
+
+        return call_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("call", help="call a number and hold a spoken conversation (gateway call -h)")
     run = sub.add_parser("run", help="answer calls")
     _common(run)
     run.add_argument("--sip-address", help="address to listen on for SIP and RTP")
