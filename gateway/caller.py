@@ -114,7 +114,8 @@ def run_call(
 ) -> CallReport:
     """Place one call through the softphone and return its report (blocking).
 
-    `log` receives the softphone's stderr as it runs (None: kept, shown only on failure).
+    `log` gets the softphone's log: sys.stderr shows it live, another stream gets it after the
+    call, None drops it (it is still shown if the softphone fails).
     Raises CallError if the softphone fails, ProviderError if a --say text cannot be rendered.
     """
     for spec in dtmf:
@@ -303,16 +304,19 @@ class _TurnAction(argparse.Action):
 
 
 def build_parser(prog: str = "gateway call") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(
+        prog=prog, description="Place a call that holds a spoken conversation, then print its timeline."
+    )
     p.add_argument("number", help="the number to call (Request-URI user)")
-    p.add_argument("--to", default="127.0.0.1:5060", help="HOST:PORT of the gateway or peer (default: %(default)s)")
+    p.add_argument("--to", metavar="HOST:PORT", default="127.0.0.1:5060",
+                   help="the gateway or peer (default: %(default)s)")
     p.add_argument("--say", dest="turns", action=_TurnAction, default=[], metavar="TEXT",
                    help="a turn spoken with the offline voice (repeatable; --say/--play keep their order)")
     p.add_argument("--play", dest="turns", action=_TurnAction, metavar="FILE", help="a turn played from a WAV file")
     p.add_argument("--dtmf", action="append", default=[], metavar="DIGITS[@S]",
                    help="send digits S seconds after answer (default 1)")
-    p.add_argument("--record", help="WAV of what we heard")
-    p.add_argument("--record-both", help="stereo WAV: left = what we sent, right = what we heard")
+    p.add_argument("--record", metavar="OUT.wav", help="WAV of what we heard")
+    p.add_argument("--record-both", metavar="OUT.wav", help="stereo WAV: left = what we sent, right = what we heard")
     p.add_argument("--json", action="store_true", help="print the full report as JSON instead of the timeline")
     p.add_argument("--turn-gap-ms", type=float, default=700.0, help="far-end pause that ends its turn (default 700)")
     p.add_argument("--barge-in-ms", type=float, help="start each turn this long after the far end starts speaking")

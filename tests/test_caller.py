@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
-from gateway.caller import Turn, build_parser, format_timeline, main
+from gateway.caller import CLOCK_LATE_WARN_MS, Turn, build_parser, format_timeline, main
 from gateway.sip.conversation import CallerScript, FrameVad, Replier, analyse_turns, segments, voiced_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,8 @@ RATE = 8000
 REPLY_DELAY_MS = 300
 EXPECTED_LATENCY_MS = REPLY_DELAY_MS + 20  # + one frame: the two clocks' phases (see above)
 TOLERANCE_MS = 25
+HEALTHY_JB_MAX_MS = 40  # on idle loopback a jitter buffer holds 1-2 frames
+T = TypeVar("T")
 
 
 def _tone(hz: float, seconds: float) -> bytes:
@@ -126,10 +129,13 @@ def test_barge_in_and_stop() -> None:
 
 
 def test_script_without_reply_or_greeting() -> None:
-    script: CallerScript[int] = CallerScript([[1] * 10], gap_frames=10, hangup_frames=20, greeting_frames=30)
+    script: CallerScript[int] = CallerScript(
+        [[1] * 10], gap_frames=10, hangup_frames=5, greeting_frames=30, reply_frames=20
+    )
     out = [script.tx(k) for k in range(80)]
     assert script.records[0].start == 30 and script.records[0].trigger == "no-greeting"
     assert out[30:40] == [1] * 10 and script.finished == "no reply"
+    assert [script.tx(k) for k in range(80, 90)] == [None] * 10
     listen: CallerScript[int] = CallerScript([], gap_frames=10, hangup_frames=20, greeting_frames=0, not_before=50)
     for k in range(60):
         listen.tx(k)
@@ -150,11 +156,18 @@ def test_analysis_reply_and_barge_rules() -> None:
         received[k] = True  # reply 1 (latency 20 x 20 = 400 ms)
     for k in range(180, 220):
         sent[k] = True  # turn 2 starts inside reply 1
-    recs = [TurnRecord(0, 95, 140, "pause"), TurnRecord(1, 180, 220, "barge-in")]
-    turns = analyse_turns(sent, received, recs)["turns"]
+    for k in range(240, 250):
+        received[k] = True  # far end talks again; stops in a pause, before turn 3 begins
+    for k in range(255, 265):
+        sent[k] = True  # turn 3: inside the far end's 100 ms pause (shorter than the merge gap)
+    recs = [TurnRecord(0, 95, 140, "pause"), TurnRecord(1, 180, 220, "barge-in"), TurnRecord(2, 255, 265, "barge-in")]
+    turns = analyse_turns(sent, received, recs, merge_frames=10)["turns"]
     assert turns[0]["latency_ms"] == 400 and turns[0]["barge_in_stop_ms"] is None
     assert turns[0]["sent_start_s"] == 2.0 and turns[0]["sent_end_s"] == 2.8
-    assert turns[1]["latency_ms"] is None and turns[1]["barge_in_stop_ms"] == 400
+    assert turns[1]["latency_ms"] == 400 and turns[1]["barge_in_stop_ms"] == 400
+    assert turns[2]["latency_ms"] is None and turns[2]["barge_in_stop_ms"] == 0
+    late = analyse_turns(sent, received, recs, merge_frames=5)["turns"]  # a 5-frame pause ends a turn
+    assert late[2]["barge_in_stop_ms"] is None
 
 
 def test_cli_keeps_say_and_play_in_order() -> None:
@@ -225,26 +238,57 @@ def _one_way_delays_ms(call: dict[str, Any], seen: dict[str, Any]) -> list[tuple
     (same host, same CLOCK_MONOTONIC). Both must be causal and small."""
     dt = seen["media_clock"]["t0_monotonic"] - call["media_clock"]["t0_monotonic"]
     out = []
-    for turn, reply in zip(call["turns"], seen["replies"]):
+    for turn, reply in zip(call["turns"], seen["replies"], strict=True):
         fwd = dt + reply["heard_end_s"] - turn["sent_end_s"]
         back = turn["reply_start_s"] - reply["start_s"] - dt
         out.append((round(fwd * 1000, 1), round(back * 1000, 1)))
     return out
 
 
+def _disturbance(results: list[dict[str, Any]]) -> str | None:
+    """Why a call's media path was disturbed by the machine (not by what is measured), or None."""
+    for r in results:
+        late = r["media_clock"]["late_max_ms"]
+        jb_max = ((r.get("rtp") or {}).get("jb_delay_ms") or {}).get("max") or 0
+        if late > CLOCK_LATE_WARN_MS or jb_max > HEALTHY_JB_MAX_MS:
+            return f"clock {late} ms late, jitter buffer up to {jb_max} ms"
+    return None
+
+
+def _undisturbed(attempt: Callable[[], tuple[T, list[dict[str, Any]]]], tries: int = 4) -> T:
+    """Run a call until neither softphone's media path was disturbed by CPU starvation.
+
+    A starved clock thread sends its frames late and in a burst; a starved receive thread
+    lets packets pile up. The far end then hears gaps (and may reply in the middle of a
+    turn) and jitter buffers grow, so the timing describes the machine's overload. Both
+    phones report how late their clock ran and how deep their jitter buffer got, which is
+    independent of what is measured; only undisturbed calls are judged."""
+    seen: list[str] = []
+    for _ in range(tries):
+        out, results = attempt()
+        why = _disturbance(results)
+        if why is None:
+            return out
+        seen.append(why)
+    pytest.skip(f"machine too loaded to time calls; media paths: {seen}")
+
+
 def test_turn_latency_against_reference_answerer(answerer: Any, tmp_path: Path) -> None:
     turn = _write(tmp_path / "turn.wav", _tone(440, 0.8))
-    b = answerer(
-        "--greeting", str(_write(tmp_path / "hello.wav", _tone(550, 0.5))),
-        "--reply", str(_write(tmp_path / "reply.wav", _tone(660, 0.5))),
-        "--reply-delay-ms", str(REPLY_DELAY_MS),
-    )
+    hello = _write(tmp_path / "hello.wav", _tone(550, 0.5))
+    reply = _write(tmp_path / "reply.wav", _tone(660, 0.5))
     both = tmp_path / "both.wav"
-    call = _call(
-        "--to", f"{LOOPBACK}:{b.port}", "--turn", str(turn), "--turn", str(turn), "--turn-gap-ms", "400",
-        "--hangup-after", "1", "--record-both", str(both), "--record", str(tmp_path / "heard.wav"),
-    )
-    seen = b.result()
+
+    def attempt() -> tuple[tuple[dict[str, Any], dict[str, Any]], list[dict[str, Any]]]:
+        b = answerer("--greeting", str(hello), "--reply", str(reply), "--reply-delay-ms", str(REPLY_DELAY_MS))
+        call = _call(
+            "--to", f"{LOOPBACK}:{b.port}", "--turn", str(turn), "--turn", str(turn), "--turn-gap-ms", "400",
+            "--hangup-after", "1", "--record-both", str(both), "--record", str(tmp_path / "heard.wav"),
+        )
+        seen = b.result()
+        return (call, seen), [call, seen]
+
+    call, seen = _undisturbed(attempt)
     assert call["answered"] and call["disconnect"]["by"] == "local"
     assert any(text == "hangup (done)" for _, text in call["events"])
     turns = call["turns"]
@@ -252,7 +296,7 @@ def test_turn_latency_against_reference_answerer(answerer: Any, tmp_path: Path) 
     assert [r["gap_ms"] for r in seen["replies"]] == [REPLY_DELAY_MS] * 2  # the reference is exact
     for t in turns:
         assert t["sent_end_s"] - t["sent_start_s"] == pytest.approx(0.8, abs=1e-6)
-        assert abs(t["latency_ms"] - EXPECTED_LATENCY_MS) <= TOLERANCE_MS, turns
+        assert abs(t["latency_ms"] - EXPECTED_LATENCY_MS) <= TOLERANCE_MS, (turns, call["rtp"], seen["rtp"])
         assert t["reply_start_s"] - t["sent_end_s"] == pytest.approx(t["latency_ms"] / 1000, abs=1e-6)
         assert t["barge_in_stop_ms"] is None
     for fwd, back in _one_way_delays_ms(call, seen):
@@ -277,12 +321,17 @@ def test_turn_latency_against_reference_answerer(answerer: Any, tmp_path: Path) 
 def test_barge_in_stop_time(answerer: Any, tmp_path: Path) -> None:
     turn = _write(tmp_path / "turn.wav", _tone(440, 0.8))
     long = str(_write(tmp_path / "long.wav", _tone(660, 2.0)))
-    b = answerer("--greeting", long, "--reply", long, "--reply-stop-ms", "100")
-    call = _call(
-        "--to", f"{LOOPBACK}:{b.port}", "--turn", str(turn), "--turn", str(turn), "--barge-in-ms", "400",
-        "--hangup-after", "0.5",
-    )
-    seen = b.result()
+
+    def attempt() -> tuple[tuple[dict[str, Any], dict[str, Any]], list[dict[str, Any]]]:
+        b = answerer("--greeting", long, "--reply", long, "--reply-stop-ms", "100")
+        call = _call(
+            "--to", f"{LOOPBACK}:{b.port}", "--turn", str(turn), "--turn", str(turn), "--barge-in-ms", "400",
+            "--hangup-after", "0.5",
+        )
+        seen = b.result()
+        return (call, seen), [call, seen]
+
+    call, seen = _undisturbed(attempt)
     turns = call["turns"]
     far = call["segments"]["far_end"]
     assert [t["trigger"] for t in turns] == ["barge-in", "barge-in"]
@@ -296,17 +345,29 @@ def test_barge_in_stop_time(answerer: Any, tmp_path: Path) -> None:
 
 def test_gateway_caller_prints_a_timeline(answerer: Any, tmp_path: Path) -> None:
     turn = _write(tmp_path / "turn.wav", _tone(440, 0.8))
-    b = answerer("--greeting", str(_write(tmp_path / "hello.wav", _tone(550, 0.5))),
-                 "--reply", str(_write(tmp_path / "reply.wav", _tone(660, 0.5))))
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway.caller", "+15550100", "--to", f"{LOOPBACK}:{b.port}",
-         "--play", str(turn), "--play", str(turn), "--turn-gap-ms", "400", "--hangup-after", "1",
-         "--no-transcript"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"call +15550100 at {LOOPBACK}:{b.port}: 200 OK, PCMU/8000")
+    hello = _write(tmp_path / "hello.wav", _tone(550, 0.5))
+    reply = _write(tmp_path / "reply.wav", _tone(660, 0.5))
+
+    def attempt() -> tuple[tuple[list[str], int], list[dict[str, Any]]]:
+        b = answerer("--greeting", str(hello), "--reply", str(reply))
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway.caller", "+15550100", "--to", f"{LOOPBACK}:{b.port}",
+             "--play", str(turn), "--play", str(turn), "--turn-gap-ms", "400", "--hangup-after", "1",
+             "--no-transcript"],
+            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=90,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        seen = b.result()
+        assert seen["answered"]
+        lines = proc.stdout.splitlines()
+        late = 1000.0 if any("warning: our media clock" in ln for ln in lines) else 0.0
+        (jb,) = [re.search(r"jitter buffer (\d+)-(\d+) ms", ln) for ln in lines if "our receive path" in ln]
+        assert jb is not None
+        ours = {"media_clock": {"late_max_ms": late}, "rtp": {"jb_delay_ms": {"max": int(jb.group(2))}}}
+        return (lines, b.port), [seen, ours]
+
+    lines, port = _undisturbed(attempt)
+    assert lines[0].startswith(f"call +15550100 at {LOOPBACK}:{port}: 200 OK, PCMU/8000")
     assert [ln.split("caller")[1].split(":")[0].strip() for ln in lines if " caller " in ln] == [
         "turn 1 (pause)", "turn 2 (pause)",
     ]
@@ -314,8 +375,7 @@ def test_gateway_caller_prints_a_timeline(answerer: Any, tmp_path: Path) -> None
     assert sum("[reply to turn" in ln for ln in lines) == 2
     (summary,) = [ln for ln in lines if "turn latency:" in ln]
     latencies = [int(part.split(": ")[-1].split()[0]) for part in summary.split(";")[0].split(", ")]
-    assert len(latencies) == 2 and all(abs(v - EXPECTED_LATENCY_MS) <= TOLERANCE_MS for v in latencies)
-    assert b.result()["answered"]
+    assert len(latencies) == 2 and all(abs(v - EXPECTED_LATENCY_MS) <= TOLERANCE_MS for v in latencies), lines
 
 
 def test_gateway_caller_says_text_and_transcribes_the_reply(
@@ -328,27 +388,33 @@ def test_gateway_caller_says_text_and_transcribes_the_reply(
 
     cache = tmp_path / "prompts"
     try:
-        reply = PromptRenderer(cache).render("We are open until ten tonight.")
+        pcm = PromptRenderer(cache).render("We are open until ten tonight.")
     except ProviderError as exc:
         pytest.skip(f"offline voice unavailable: {exc}")
-    save_wav(tmp_path / "reply.wav", reply)
-    b = answerer("--reply", str(tmp_path / "reply.wav"))
-    code = main([
-        "+15550100", "--to", f"{LOOPBACK}:{b.port}", "--say", "When do you close?", "--greeting-wait", "0.5",
-        "--turn-gap-ms", "400", "--hangup-after", "1", "--dtmf", "5@0.2", "--cache-dir", str(cache), "--json",
-    ])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
+    save_wav(tmp_path / "reply.wav", pcm)
+
+    def attempt() -> tuple[tuple[dict[str, Any], dict[str, Any]], list[dict[str, Any]]]:
+        b = answerer("--reply", str(tmp_path / "reply.wav"))
+        code = main([
+            "+15550100", "--to", f"{LOOPBACK}:{b.port}", "--say", "When do you close?", "--greeting-wait", "0.5",
+            "--turn-gap-ms", "400", "--hangup-after", "1", "--dtmf", "5@0.2", "--cache-dir", str(cache), "--json",
+        ])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0
+        seen = b.result()
+        return (out, seen), [out["call"], seen]
+
+    out, seen = _undisturbed(attempt)
     call = out["call"]
     (turn,) = call["turns"]
     assert turn["said"] == '"When do you close?"' and turn["trigger"] == "no-greeting"
-    # a soft speech tail may sit near the VAD threshold: each side can place its end a frame apart
-    assert REPLY_DELAY_MS <= turn["latency_ms"] <= EXPECTED_LATENCY_MS + 45
+    # the reply file itself opens with a little silence before its first voiced frame
+    lead_ms = 20 * voiced_flags(_frames(pcm), FrameVad()).index(True)
+    assert abs(turn["latency_ms"] - (EXPECTED_LATENCY_MS + lead_ms)) <= TOLERANCE_MS, (turn, lead_ms)
     (far,) = out["far_end"]
     assert far["start_s"] == turn["reply_start_s"]
     if out["transcript_note"] is None:  # faster-whisper and its model are installed
         assert "ten" in far["text"].lower() or "10" in far["text"], far
-    seen = b.result()
     assert seen["dtmf"] == "5" and len(seen["replies"]) == 1
 
 

@@ -320,7 +320,9 @@ def analyse_turns(
     Returns {"turns": [...], "segments": {"caller": [[start_s, end_s]...], "far_end": [...]}}.
     A turn's reply is the first far-end speech segment that starts after the turn's last
     voiced frame and before the next turn's first one. barge_in_stop_ms is set when the turn
-    began inside a far-end segment: the end of that segment minus the turn's onset.
+    began while the far end held the floor, i.e. inside a far-end segment or in a pause of
+    it shorter than `merge_frames` (the turn gap): the end of that segment minus the turn's
+    onset, 0 if the far end had already gone quiet (it paused, heard us, and never resumed).
     """
     far = segments(received, merge_frames)
     onsets: list[int | None] = []
@@ -350,9 +352,9 @@ def analyse_turns(
                 item["reply_start_s"], item["reply_end_s"] = _s(reply[0]), _s(reply[1] + 1)
                 item["latency_ms"] = (reply[0] - last - 1) * FRAME_MS
         if onset is not None:
-            talking = next((seg for seg in far if seg[0] <= onset <= seg[1]), None)
-            if talking is not None:
-                item["barge_in_stop_ms"] = (talking[1] + 1 - onset) * FRAME_MS
+            talking = next((seg for seg in reversed(far) if seg[0] <= onset), None)
+            if talking is not None and onset - talking[1] - 1 < merge_frames:
+                item["barge_in_stop_ms"] = max(0, talking[1] + 1 - onset) * FRAME_MS
         out.append(item)
     mine = segments(sent, merge_frames)
     return {
@@ -370,6 +372,7 @@ class MediaLog:
 
     sent: list[bytes] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
+    ticks: int = 0  # 20 ms frames the call's media clock ran for
     t0_monotonic: float | None = None  # best estimate of tick 0's time.monotonic()
     late_max: float = 0.0  # seconds: the latest any tick ran after its slot (a starved clock thread)
     vad: str = "energy"

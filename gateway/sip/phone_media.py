@@ -181,6 +181,7 @@ class MediaPort(pj.AudioMediaPort):
         return MediaLog(
             sent=[data[i] for i in self.sent],
             received=list(self.received),
+            ticks=self.tick,
             t0_monotonic=None if self.t0 == math.inf else self.t0,
             late_max=max(0.0, self._t_max - self.t0),
             vad=self._vad.kind if self._vad is not None else "",

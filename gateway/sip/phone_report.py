@@ -113,7 +113,7 @@ class Leg:
         t0 = m.t0_monotonic
         return {
             "frame_ms": FRAME_MS,
-            "frames": max(len(m.sent), len(m.received)),
+            "frames": m.ticks,
             "t0_monotonic": round(t0, 6) if t0 is not None else None,
             "start_after_invite_s": round(t0 - self.t0, 3) if t0 is not None else None,
             "late_max_ms": round(m.late_max * 1000, 1),

@@ -323,7 +323,7 @@ class _Phone:
                 greeting=self._greeting,
                 stop_frames=round(a.reply_stop_ms / FRAME_MS) if a.reply_stop_ms is not None else None,
             )
-        elif (self._turns or a.listen) and slot.parent is None:
+        elif not self.answer_mode and (self._turns or a.listen) and slot.parent is None:
             director = leg.script = CallerScript(
                 self._turns,
                 gap_frames=round(a.turn_gap_ms / FRAME_MS),
