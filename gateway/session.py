@@ -163,6 +163,7 @@ class CallSession:
         deadline = loop.time() + _TRANSCRIPT_WAIT
         while loop.time() < deadline and not any(e.end >= stop for e in self._finals):
             await asyncio.sleep(0.02)
+        metrics.stage_latency("asr_final", loop.time() - ended.speech_end)
         words = [e for e in self._finals if e.end > start]
         self._finals = [e for e in self._finals if e.end <= start]
         text = " ".join(e.text.strip() for e in words).strip()
@@ -236,7 +237,11 @@ class CallSession:
         engines = [self._tts] + ([self._fallback_tts] if self._fallback_tts else [])
         for engine in engines:
             try:
+                started, first = asyncio.get_running_loop().time(), True
                 async for chunk in engine.synthesize(sentence):
+                    if first:
+                        metrics.stage_latency("tts_first_audio", asyncio.get_running_loop().time() - started)
+                        first = False
                     self._write(chunk)
                 return
             except ProviderError as exc:

@@ -232,3 +232,46 @@ def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
     assert out["status"] == 200
     assert errors >= 1
     assert "alice" in record["variables"].get("answer", "").lower(), record["transcript"]
+
+
+class _Context(BaseHTTPRequestHandler):
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        _Context.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        answer = json.dumps({"customer": "Ada", "not_declared": "ignored"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+AGENT_CONTEXT = """
+name: context
+disclosure: "This is an automated assistant."
+context_webhook: {{url: "http://127.0.0.1:{port}/context", timeout: 2}}
+variables: {{customer: "there"}}
+steps:
+  - say: "Hello {{customer}}."
+  - hangup: true
+"""
+
+
+def test_caller_context_is_fetched_at_call_start(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Context)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        plans = plans_dir(tmp_path, {"context": AGENT_CONTEXT.format(port=server.server_address[1])})
+        with GatewayProcess(tmp_path, plans) as gw:
+            out = call(gw.target, "+15550301", "--max-duration", "15")["calls"][0]
+            record = gw.wait_records(1)[-1]
+    finally:
+        server.shutdown()
+    assert out["status"] == 200
+    assert _Context.seen == [{"caller": "softphone", "called": "+15550301"}]
+    said = [t["text"] for t in record["transcript"] if t["who"] == "agent"]
+    assert "Hello Ada." in said, said
+    assert "not_declared" not in record["variables"]

@@ -107,3 +107,22 @@ def test_trunk_registers_once_through_the_front(tmp_path):
             # The carrier calls the trunk: registrar → front → a worker.
             out = call(f"127.0.0.1:{registrar.port}", "gw1")["calls"][0]
             assert out["status"] == 200
+
+
+def test_rolling_restart_drops_no_call(supervisor):
+    gw = supervisor
+    before = {w: worker_pid(gw, w) for w in ("w1", "w2", "w3")}
+    callers = [start_call(gw.target, LONG, "--calls", "3", "--hangup-after", "4") for _ in range(2)]
+    assert wait_until(lambda: active(gw) == 6, 20)
+    gw.signal(signal.SIGHUP)
+    time.sleep(1.0)
+    during = call(gw.target, LONG, "--hangup-after", "1")["calls"][0]
+    assert during["status"] == 200  # another worker takes it while one drains
+    calls = [c for proc in callers for c in result(proc, 60)["calls"]]
+    assert [c["status"] for c in calls] == [200] * 6
+    assert all(c["disconnect"]["by"] == "local" for c in calls)  # every caller hung up itself
+    assert wait_until(lambda: "worker w3 restarted" in gw.log(), 60)
+    after = {w: worker_pid(gw, w) for w in ("w1", "w2", "w3")}
+    assert all(before[w] != after[w] for w in before)
+    assert wait_until(lambda: gw.metric("gateway_front_destination_up") == 3, 15)
+    assert all(r["outcome"] != "drained" for r in gw.records_list())

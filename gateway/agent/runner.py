@@ -4,13 +4,14 @@ the fallback policy, branches, transfer, hangup. Audio and timing belong to Call
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 
 from gateway import metrics
 from gateway.agent import fallback as fb
 from gateway.agent import script as sc
-from gateway.agent.llm_step import LlmConversation
+from gateway.agent.llm_step import LlmConversation, call_webhook
 from gateway.errors import ProviderError
 from gateway.flow import TRANSFER_FAILED_TEXT
 from gateway.providers.base import LanguageModel
@@ -39,14 +40,38 @@ class ScriptRunner:
         self._turn_end: float | None = None
 
     async def run(self) -> str:
+        # Fetch caller context while the disclosure plays: it is needed only after it.
+        context = asyncio.ensure_future(self._fetch_context())
         try:
             if self.script.disclosure:
                 await self._say(self.script.disclosure, interruptible=False)
+            self.variables.update(await context)
             await self.steps(self.script.steps)
             await self._hangup()
             return "completed"
         except ScriptEnded as end:
             return end.outcome
+        finally:
+            context.cancel()
+
+    async def _fetch_context(self) -> dict[str, str]:
+        """The context webhook's JSON object, declared variables only; {} when it fails."""
+        hook = self.script.context_webhook
+        if hook is None:
+            return {}
+        body = json.dumps({"caller": self.variables.get("caller"), "called": self.variables.get("called")})
+        tool = sc.WebhookTool(name="context", url=hook.url, description="caller context",
+                              method=hook.method, timeout=hook.timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            data = json.loads(await loop.run_in_executor(None, call_webhook, tool, body))
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or "error" in data:
+            metrics.fallback("context_webhook")
+            log.warning("call %s: context webhook gave nothing usable: %r", self.call.key, data)
+            return {}
+        return {k: str(v) for k, v in data.items() if k in self.script.variables}
 
     async def steps(self, steps: Sequence[sc.Step]) -> None:
         for step in steps:
