@@ -194,6 +194,15 @@ class CallSession:
                 return Answer()
             await asyncio.sleep(0.02)
 
+    def has_answer(self) -> bool:
+        """Words already heard and not yet taken (empty turns are dropped)."""
+        while not self._answers.empty():
+            answer = self._answers._queue[0]  # type: ignore[attr-defined]
+            if not answer.empty:
+                return True
+            self._answers.get_nowait()
+        return False
+
     def flush_answers(self) -> None:
         while not self._answers.empty():
             self._answers.get_nowait()
@@ -224,8 +233,9 @@ class CallSession:
             if clip is not None:
                 self._write(await self._load_clip(clip))
             else:
-                for sentence in sentences(text):
-                    await self._speak_sentence(sentence)
+                # Whole text to the engine: it streams sentence by sentence itself, and a fixed
+                # phrase is then one cache entry (no gaps between its sentences).
+                await self._speak_sentence(text)
             self.call.playout.end_stream()
             await self.call.wait_drained()
             return True

@@ -125,9 +125,12 @@ class ScriptRunner:
             has_transfer_target=f.escalate_to is not None, no_input_timeout=g.timeout))
         prompt = sc.fill(g.prompt, self.variables)
         loop = asyncio.get_running_loop()
+        first = True
         while True:
-            self.session.flush_answers()  # anything said before this question is stale
-            await self._say(prompt)
+            # A caller who talked over the previous sentence may already have answered.
+            if not (first and self.session.has_answer()):
+                await self._say(prompt)
+            first = False
             policy.listen(loop.time())
             answer = await self.session.next_answer(g.timeout, dtmf=g.input != "speech",
                                                     max_digits=_max_digits(g))
