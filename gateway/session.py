@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ class CallSession:
         self._vad = Vad()
         self._frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._finals: list[TranscriptEvent] = []
-        self._answers: asyncio.Queue[Answer] = asyncio.Queue()
+        self._answers: deque[Answer] = deque()  # next_answer() polls each frame time
         self._stream: SttStream | None = None
         self._stream_frames = 0  # audio time of the current recogniser stream, in frames
         self._speaking: asyncio.Task[bool] | None = None
@@ -169,7 +170,7 @@ class CallSession:
         text = " ".join(e.text.strip() for e in words).strip()
         confidence = min((e.confidence for e in words), default=0.0)
         self._finishing -= 1
-        self._answers.put_nowait(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
+        self._answers.append(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
 
     async def next_answer(self, timeout: float, dtmf: bool = True, max_digits: int = 1) -> Answer:
         """The caller's next turn (words) or keypad entry; an empty Answer after `timeout`
@@ -177,8 +178,8 @@ class CallSession:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if not self._answers.empty():
-                return self._answers.get_nowait()
+            if self._answers:
+                return self._answers.popleft()
             if dtmf and self.call.pending_digit():
                 digits = ""
                 while len(digits) < max_digits:
@@ -196,16 +197,12 @@ class CallSession:
 
     def has_answer(self) -> bool:
         """Words already heard and not yet taken (empty turns are dropped)."""
-        while not self._answers.empty():
-            answer = self._answers._queue[0]  # type: ignore[attr-defined]
-            if not answer.empty:
-                return True
-            self._answers.get_nowait()
-        return False
+        while self._answers and self._answers[0].empty:
+            self._answers.popleft()
+        return bool(self._answers)
 
     def flush_answers(self) -> None:
-        while not self._answers.empty():
-            self._answers.get_nowait()
+        self._answers.clear()
 
     # ---- speaking ----
     async def say(self, text: str, interruptible: bool = True, clip: Path | None = None,
