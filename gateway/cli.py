@@ -1,4 +1,4 @@
-"""`gateway run | check | warm | call`."""
+"""`gateway run | check | warm | call | loadtest`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.caller import main as call_main
 
         return call_main(argv[1:])
+    if argv[:1] == ["loadtest"]:
+        from gateway.loadtest import main as loadtest_main
+
+        return loadtest_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("call", help="call a number and hold a spoken conversation (gateway call -h)")
+    sub.add_parser("loadtest", help="many concurrent calls; setup, latency, CPU (gateway loadtest -h)")
     run = sub.add_parser("run", help="answer calls")
     _common(run)
     run.add_argument("--sip-address", help="address to listen on for SIP and RTP")
