@@ -1,4 +1,4 @@
-"""`gateway run | check | warm | call | loadtest`."""
+"""`gateway run | check | warm | call | simulate | loadtest`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.caller import main as call_main
 
         return call_main(argv[1:])
+    if argv[:1] == ["simulate"]:
+        from gateway.simulate import main as simulate_main
+
+        return simulate_main(argv[1:])
     if argv[:1] == ["loadtest"]:
         from gateway.loadtest import main as loadtest_main
 
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("call", help="call a number and hold a spoken conversation (gateway call -h)")
+    sub.add_parser("simulate", help="scripted caller personas vs the agents, with assertions (gateway simulate -h)")
     sub.add_parser("loadtest", help="many concurrent calls; setup, latency, CPU (gateway loadtest -h)")
     run = sub.add_parser("run", help="answer calls")
     _common(run)

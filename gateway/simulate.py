@@ -1,0 +1,344 @@
+"""`gateway simulate SCENARIO.yaml...`: scripted callers talk to agents over real SIP, then get checked.
+
+    gateway simulate dialplans/scenarios/ --to 127.0.0.1:5060 --junit simulate.xml
+    python -m gateway.simulate dialplans/scenarios/booking.yaml --records var/calls.jsonl
+
+Each scenario (format: gateway/scenario.py) is one call through the pjsua2 softphone: the
+persona's turns are rendered with the offline voice and spoken each time the agent pauses
+(or, with impatience_ms, over it); REFERs are followed. Afterwards the agent's side of the
+recording is transcribed offline (tiny.en) and the scenario's checks run on the words, the
+turn timing and the transfer. The report shows every check with its evidence, then the
+call's timeline. Exit status 0 only if every scenario passed; --junit writes one testcase
+per scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from gateway.caller import CallReport, format_timeline
+from gateway.errors import CallError, ConfigError, GatewayError
+from gateway.scenario import CheckResult, Scenario, evaluate, load_scenario_checked
+
+__all__ = ["Outcome", "run_scenario", "format_outcome", "junit_xml", "build_parser", "main"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+_RATE = 8000
+_STT_LOCK = threading.Lock()  # one transcription at a time: the model is process-wide
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    report: CallReport | None = None
+    results: list[CheckResult] = field(default_factory=list)
+    error: str | None = None  # the scenario could not be run
+    seconds: float = 0.0
+    record: dict[str, Any] | None = None  # the gateway's call record, with --records
+
+    @property
+    def passed(self) -> bool:
+        answered = self.report is not None and self.report.answered
+        return self.error is None and answered and all(r.status != "FAIL" for r in self.results)
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "ERROR" if self.error else "FAIL"
+
+
+# --- running one scenario -------------------------------------------------------------
+
+
+def run_scenario(sc: Scenario, to: str, *, records: Path | None = None,
+                 cache_dir: Path = Path("var/cache/prompts"), log: TextIO | None = None) -> Outcome:
+    """Place the scenario's call, transcribe the agent, run the checks (blocking)."""
+    out, t0 = Outcome(sc), time.monotonic()
+    if sc.llm is not None:
+        out.error = (f"{sc.path}: llm personas need --llm (a caller that answers live, turn by turn), "
+                     "which this simulator does not have: give the persona scripted `turns:` instead")
+        return out
+    user = sc.caller or f"sim-{secrets.token_hex(4)}"
+    wall0 = time.time()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gateway-simulate-") as tmp:
+            wavs = _render(sc, Path(tmp), cache_dir)
+            both = str(Path(tmp) / "both.wav")
+            call = _place_call(sc, to, wavs, both, user, log)
+            out.report = CallReport(sc.number, to, call, list(sc.spoken_turns))
+            if out.report.answered:
+                _transcribe(out.report, both)
+    except GatewayError as exc:
+        out.error, out.seconds = str(exc), time.monotonic() - t0
+        return out
+    if records is not None:
+        out.record = _find_record(records, user, wall0, time.time())
+    out.results = evaluate(sc, out.report, records=records, record=out.record)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _render(sc: Scenario, tmp: Path, cache_dir: Path) -> list[str]:
+    from gateway.media.audio import save_wav
+    from gateway.media.prompts import PromptRenderer
+
+    renderer = PromptRenderer(cache_dir, sc.voice)
+    paths: list[str] = []
+    for i, turn in enumerate(sc.spoken_turns):
+        if turn.kind == "play":
+            paths.append(turn.value)
+            continue
+        pcm = renderer.render(turn.value) if sc.speaking_rate == 1.0 else _render_at_rate(sc, turn.value, cache_dir)
+        path = tmp / f"turn-{i + 1}.wav"
+        save_wav(path, pcm)
+        paths.append(str(path))
+    return paths
+
+
+def _render_at_rate(sc: Scenario, text: str, cache_dir: Path) -> bytes:
+    """The offline voice at another pace (piper's length scale), cached like prompts."""
+    import soxr
+
+    from gateway.media.audio import float_to_pcm16, load_wav, save_wav
+    from gateway.media.prompts import VOICES
+
+    key = hashlib.sha256(f"{sc.voice}\0{sc.speaking_rate:.3f}\0{text}".encode()).hexdigest()
+    path = cache_dir / "rate" / f"{key}.wav"
+    if path.is_file():
+        return load_wav(path)
+    try:
+        from piper import PiperVoice, SynthesisConfig
+
+        pkg = importlib.import_module(VOICES[sc.voice].package)
+        voice = PiperVoice.load(pkg.model_path(), config_path=pkg.config_path())
+        config = SynthesisConfig(length_scale=1.0 / sc.speaking_rate, volume=0.8)
+        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=config)])
+    except Exception as exc:  # vendor edge: any failure is the voice's
+        raise GatewayError(f"voice {sc.voice}: cannot render {text[:40]!r}: {exc}") from exc
+    pcm = float_to_pcm16(soxr.resample(audio, voice.config.sample_rate, _RATE, quality="HQ"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_wav(path, pcm)
+    return pcm
+
+
+def _place_call(sc: Scenario, to: str, wavs: list[str], both: str, user: str, log: TextIO | None) -> dict[str, Any]:
+    cmd = [
+        sys.executable, "-m", "gateway.sip.softphone", "call", "--to", to, "--number", sc.number,
+        "--from-user", user, "--record-both", both, "--turn-gap-ms", str(sc.turn_gap_ms),
+        "--greeting-wait", "5", "--reply-timeout", "20", "--hangup-after", str(sc.hangup_after_s),
+        "--max-duration", str(sc.max_duration_s), "--listen", "--follow-refer",
+    ]
+    for wav in wavs:
+        cmd += ["--turn", wav]
+    if sc.impatience_ms is not None:
+        cmd += ["--barge-in-ms", str(sc.impatience_ms)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=sc.max_duration_s + 60)
+    except subprocess.TimeoutExpired as exc:
+        raise CallError(f"softphone did not finish within {sc.max_duration_s + 60:.0f} s") from exc
+    if log is not None:
+        log.write(proc.stderr)
+    try:
+        calls = json.loads(proc.stdout).get("calls") or []
+    except json.JSONDecodeError:
+        raise CallError(f"softphone failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}") from None
+    if not calls:
+        raise CallError(f"softphone placed no call (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return dict(calls[0])
+
+
+def _transcribe(report: CallReport, stereo_wav: str) -> None:
+    """Words of each agent speech segment (right channel of the recording), or why there are none."""
+    segs = (report.call.get("segments") or {}).get("far_end") or []
+    try:
+        from gateway.providers.local import WhisperSTT, whisper_model_dir
+
+        whisper_model_dir()
+        stt = WhisperSTT(threads=max(1, min(4, os.cpu_count() or 1)), beam_size=5)
+        with wave.open(stereo_wav, "rb") as w:
+            right = np.frombuffer(w.readframes(w.getnframes()), "<i2")[1::2].tobytes()
+        texts: list[str | None] = []
+        for start, end in segs:
+            a, b = max(0, int((start - 0.1) * _RATE)) * 2, int((end + 0.2) * _RATE) * 2
+            with _STT_LOCK:
+                texts.append(stt.transcribe(right[a:b]).text or None)
+    except (ImportError, OSError, wave.Error, GatewayError) as exc:
+        report.transcript_note = f"no transcript: {exc}"
+        return
+    report.far_end_text = texts
+
+
+def _find_record(path: Path, user: str, t0: float, t1: float, wait: float = 8.0) -> dict[str, Any] | None:
+    """This call's line in the gateway's call records: same From user, started during our call."""
+    from gateway.records import read_records
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            found = [r for r in read_records(path) if r.get("caller") == user
+                     and t0 - 5 <= float(r.get("started") or 0) <= t1 + 5]
+        except (OSError, ValueError):
+            found = []
+        if found or time.monotonic() >= deadline:
+            return found[-1] if found else None
+        time.sleep(0.25)
+
+
+# --- reports ------------------------------------------------------------------------
+
+
+def format_outcome(out: Outcome) -> str:
+    """One scenario: verdict, goal, every check with its evidence, then the call's timeline."""
+    sc = out.scenario
+    lines = [f"{out.verdict}  {sc.name}  ({sc.path}, {sc.number}, {out.seconds:.1f} s)"]
+    if sc.goal:
+        lines.append(f"  goal: {sc.goal}")
+    if sc.instructions:
+        lines.append(f"  persona: {sc.instructions}")
+    if out.error:
+        lines.append(f"  error: {out.error}")
+    rep = out.report
+    if rep is not None and not rep.answered:
+        why = f"{rep.call.get('status')} {rep.call.get('reason') or ''}".strip()
+        lines.append(f"  FAIL  call answered: no ({why})")
+    for r in out.results:
+        lines.append(f"  {r.status:<5} {r.check.label} (line {r.check.line}): {r.evidence}")
+    if len(sc.spoken_turns) < len(sc.turns):
+        lines.append(f"  (max_turns {sc.max_turns}: {len(sc.turns) - len(sc.spoken_turns)} scripted turn(s) left out)")
+    if out.record is not None:
+        lines.append(f"  gateway record: call {out.record.get('call_id')}, outcome {out.record.get('outcome')}")
+    transfer = rep.call.get("transfer") if rep is not None else None
+    if transfer:
+        new = transfer.get("new_call") or {}
+        followed = f"new call {new.get('status')} {new.get('reason') or ''}".rstrip() if new else "not followed"
+        lines.append(f"  transfer: REFER to {transfer.get('target')}, {followed}")
+    if rep is not None:
+        lines.append("  timeline:")
+        lines += ["  " + line for line in format_timeline(rep).splitlines()]
+    return "\n".join(lines)
+
+
+def _summary(outcomes: Sequence[Outcome]) -> str:
+    counts = {v: sum(o.verdict == v for o in outcomes) for v in ("PASS", "FAIL", "ERROR")}
+    unchecked = sum(r.status == "NOT CHECKABLE" for o in outcomes for r in o.results)
+    text = f"{len(outcomes)} scenario(s): {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} error(s)"
+    return text + (f"; {unchecked} check(s) not checkable" if unchecked else "")
+
+
+def junit_xml(outcomes: Sequence[Outcome], load_errors: Sequence[ConfigError] = (), seconds: float = 0.0) -> str:
+    """One testsuite, one testcase per scenario (and per scenario file that did not load)."""
+    suite = ET.Element("testsuite", name="gateway simulate", tests=str(len(outcomes) + len(load_errors)),
+                       failures=str(sum(o.verdict == "FAIL" for o in outcomes)),
+                       errors=str(sum(o.verdict == "ERROR" for o in outcomes) + len(load_errors)),
+                       skipped="0", time=f"{seconds:.3f}",
+                       timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()))
+    for out in outcomes:
+        case = ET.SubElement(suite, "testcase", name=out.scenario.name, classname="simulate",
+                             file=str(out.scenario.path), time=f"{out.seconds:.3f}")
+        text = format_outcome(out)
+        if out.error:
+            ET.SubElement(case, "error", message=out.error, type="ScenarioError").text = text
+        elif not out.passed:
+            failed = [f"{r.check.label}: {r.evidence}" for r in out.results if r.status == "FAIL"]
+            if out.report is not None and not out.report.answered:
+                failed.insert(0, f"call not answered: {out.report.call.get('status')}")
+            ET.SubElement(case, "failure", message="; ".join(failed), type="AssertionError").text = text
+        else:
+            ET.SubElement(case, "system-out").text = text
+    for err in load_errors:
+        case = ET.SubElement(suite, "testcase", name=Path(err.path).stem, classname="simulate", file=err.path)
+        ET.SubElement(case, "error", message=str(err), type="ConfigError").text = str(err)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def scenario_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory stands for its *.yaml/*.yml files, sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+        else:
+            out.append(path)
+    return out
+
+
+def build_parser(prog: str = "gateway simulate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Call agents with scripted personas and check the conversations.")
+    p.add_argument("scenarios", nargs="+", type=Path, metavar="SCENARIO.yaml",
+                   help="scenario files, or directories of them (format: gateway/scenario.py)")
+    p.add_argument("--to", metavar="HOST:PORT", default="127.0.0.1:5060", help="the gateway (default: %(default)s)")
+    p.add_argument("--junit", type=Path, metavar="OUT.xml", help="also write a JUnit XML report")
+    p.add_argument("--records", type=Path, metavar="FILE",
+                   help="the gateway's call record file (JSON lines): enables tool_called and shows the outcome")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="scenarios called at the same time (default 1)")
+    p.add_argument("--cache-dir", type=Path, default=Path("var/cache/prompts"), help="rendered persona speech cache")
+    p.add_argument("--check", action="store_true", help="only load the scenarios and report mistakes")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the softphone's log on stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "gateway simulate") -> int:
+    args = build_parser(prog).parse_args(argv)
+    t0 = time.monotonic()
+    scenarios: list[Scenario] = []
+    load_errors: list[ConfigError] = []
+    for path in scenario_files(args.scenarios):
+        scenario, errors = load_scenario_checked(path)
+        load_errors += errors
+        if scenario is not None:
+            scenarios.append(scenario)
+    for err in load_errors:
+        print(f"{prog}: {err}", file=sys.stderr)
+    if load_errors or not scenarios:
+        if not load_errors:
+            print(f"{prog}: no scenario files in {' '.join(map(str, args.scenarios))}", file=sys.stderr)
+        if args.junit:
+            args.junit.parent.mkdir(parents=True, exist_ok=True)
+            args.junit.write_text(junit_xml([], load_errors, time.monotonic() - t0))
+        return 2
+    if args.check:
+        print(f"{len(scenarios)} scenario(s) OK")
+        return 0
+    log = sys.stderr if args.verbose else None
+
+    def run(sc: Scenario) -> Outcome:
+        out = run_scenario(sc, args.to, records=args.records, cache_dir=args.cache_dir, log=log)
+        print(format_outcome(out) + "\n", flush=True)
+        return out
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        outcomes = list(pool.map(run, scenarios))
+    print(_summary(outcomes))
+    if args.junit:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(junit_xml(outcomes, seconds=time.monotonic() - t0))
+    return 0 if all(o.passed for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m gateway.simulate"))

@@ -1,0 +1,142 @@
+"""`gateway simulate`: scripted personas call the example agents over real SIP and get checked."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway import simulate
+from gateway.caller import CallReport, Turn
+from gateway.scenario import evaluate, load_scenario, load_scenario_checked
+from tests.support.gateway import REPO, GatewayProcess
+
+CACHE = REPO / "var" / "test-cache" / "prompts"  # persona speech is rendered once, then reused
+
+
+FAILING = """\
+name: must-fail
+number: "+15550110"
+goal: Show what failed checks look like.
+persona:
+  instructions: Answers the first question, then says nothing more.
+  turns: ["Billing."]
+turn_gap_ms: 3000
+hangup_after_s: 2
+assert:
+  - asked: "dispute a charge"
+  - agent_said: "zebra"
+  - transferred_to: "sip:nobody@example.invalid"
+  - tool_called: check_slot
+"""
+
+
+@dataclass
+class Simulated:
+    code: int
+    reports: dict[str, str]  # scenario name -> its report
+    summary: str
+    junit: ET.Element
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
+    """A shipped scenario and one that must fail, called at the same time against the repo's dialplans."""
+    tmp = tmp_path_factory.mktemp("simulate")
+    (tmp / "must-fail.yaml").write_text(FAILING)
+    out = io.StringIO()
+    with GatewayProcess(tmp) as gw, contextlib.redirect_stdout(out):
+        code = run(str(REPO / "dialplans" / "scenarios" / "support.yaml"), str(tmp / "must-fail.yaml"),
+                   "--to", gw.target, "--jobs", "2", "--junit", str(tmp / "out" / "simulate.xml"),
+                   "--records", str(gw.records))
+    *blocks, summary = out.getvalue().strip().split("\n\n")
+    reports = {block.split()[1]: block for block in blocks}
+    return Simulated(code, reports, summary, ET.parse(tmp / "out" / "simulate.xml").getroot())
+
+
+def run(*args: str) -> int:
+    return simulate.main([*args, "--cache-dir", str(CACHE)])
+
+
+def test_shipped_support_scenario_passes(simulated: Simulated) -> None:
+    out = simulated.reports["support-balance"]
+    assert out.startswith("PASS  support-balance"), out
+    assert 'PASS  agent_said: "billing section"' in out
+    assert "PASS  hung_up_within_turns: 2" in out
+    assert "outcome completed" in out  # found its own line in the gateway's call records
+    case = simulated.junit.find("testcase[@name='support-balance']")
+    assert case is not None and case.find("failure") is None and case.find("error") is None
+
+
+def test_scenario_with_wrong_expectations_fails_with_evidence(simulated: Simulated) -> None:
+    out = simulated.reports["must-fail"]
+    assert simulated.code == 1 and simulated.summary == "2 scenario(s): 1 passed, 1 failed, 0 error(s)"
+    assert out.startswith("FAIL  must-fail"), out
+    assert 'PASS  asked: "dispute a charge" (line 10): heard "dispute a charge"' in out
+    assert 'FAIL  agent_said: "zebra" (line 11): not heard' in out
+    assert 'FAIL  transferred_to: "sip:nobody@example.invalid" (line 12): no transfer' in out
+    assert 'FAIL  tool_called: "check_slot" (line 13): tools called: none' in out
+    assert 'turn 1 (pause): "Billing."' in out  # the timeline
+    suite = simulated.junit
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    failure = suite.find("testcase[@name='must-fail']/failure")
+    assert failure is not None, ET.tostring(suite, encoding="unicode")
+    message = failure.get("message", "")
+    assert "zebra" in message and "nobody@example.invalid" in message and "check_slot" in message
+    assert "asked" not in message  # only what failed
+    assert "timeline:" in (failure.text or "")
+
+
+def test_scenario_mistakes_point_at_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('number: "+15550100"\npersona:\n  voice: jane\n  turns: ["Hello."]\n'
+                   "assert:\n  - agent_says: hello\n  - max_turn_ms: fast\n")
+    _, errors = load_scenario_checked(bad)
+    assert [(e.line, e.message.split(" (")[0]) for e in errors] == [
+        (3, "unknown voice 'jane'"), (6, "unknown key 'agent_says'"), (7, "expected a whole number, got 'fast'"),
+    ]
+    assert "did you mean 'agent_said'" in errors[1].message
+    junit = tmp_path / "simulate.xml"
+    assert run(str(bad), str(REPO / "dialplans" / "scenarios"), "--check", "--junit", str(junit)) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3: unknown voice 'jane'" in err and f"{bad}:6: unknown key 'agent_says'" in err
+    assert ET.parse(junit).getroot().get("errors") == "3"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text('name: x\nnumber: "+1"\npersona: {turns: ["a"]\n')
+    assert str(load_scenario_checked(broken)[1][0]).startswith(f"{broken}:4: invalid YAML")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("name: nothing-to-say\npersona: Someone.\n")
+    assert [str(e) for e in load_scenario_checked(missing)[1]] == [
+        f"{missing}:1: missing 'number' (the number to call)",
+        f"{missing}:2: the persona needs `turns:` (what to say, in order) or `llm:`",
+    ]
+    # Every shipped scenario loads; an llm persona loads too, but says plainly it cannot be run.
+    assert run(str(REPO / "dialplans" / "scenarios"), "--check") == 0
+    llm = tmp_path / "llm.yaml"
+    llm.write_text('number: "+15550100"\npersona:\n  llm: {base_url: "http://127.0.0.1:9/v1", model: m}\n')
+    outcome = simulate.run_scenario(load_scenario(llm), "127.0.0.1:9")
+    assert outcome.verdict == "ERROR" and "llm personas need --llm" in (outcome.error or "")
+
+
+def test_checks_on_a_recorded_call_are_fuzzy_but_not_lax(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text('number: "+1"\nturns: [a, b, c, d]\nassert:\n  - agent_said: "booked for Friday at two pm"\n'
+                    '  - agent_said: zebra\n  - asked: "which day"\n  - no_loop: true\n  - max_turn_ms: 3000\n'
+                    "  - hung_up_within_turns: 3\n")
+    far = [[0.0, 2.0], [5.0, 6.0], [9.0, 10.0], [13.0, 14.0], [17.0, 19.0]]
+    turns = [{"index": i + 1, "sent_start_s": 3.0 + 4 * i, "latency_ms": 1000.0 + 1500 * i} for i in range(4)]
+    call = {"answered": True, "turns": turns, "segments": {"far_end": far}, "disconnect": {"by": "remote"}}
+    texts = ["Hello. Which day suits you", "Sorry? Which day suits you?", "Sorry. Which day suits you?",
+             "sorry, which day suits you", "You're book for Fryday at 2 p.m. Goodbye."]
+    report = CallReport("+1", "x", call, [Turn("say", t) for t in "abcd"], far_end_text=list(texts))
+    results = {r.check.label: (r.status, r.evidence) for r in evaluate(load_scenario(path), report)}
+    assert results['agent_said: "booked for Friday at two pm"'][0] == "PASS"
+    assert results['agent_said: "zebra"'][0] == "FAIL"
+    assert results['asked: "which day"'][0] == "PASS"  # the last thing said before the caller answered
+    assert results["no_loop: true"][0] == "FAIL" and "three times" in results["no_loop: true"][1]
+    assert results["max_turn_ms: 3000"] == ("FAIL", "turn 3: 4000.0 ms, turn 4: 5500.0 ms")
+    assert results["hung_up_within_turns: 3"][0] == "FAIL"  # the agent hung up, but after 4 turns
