@@ -15,9 +15,9 @@ from typing import Protocol
 import pytest
 
 from gateway.front import Front, FrontError, FrontSettings, FrontWorker, render_config
-from tests.support import free_port, wait_until
+from tests.support import wait_until
 from tests.support.kamailio import KamailioRegistrar, UdpSipClient
-from tests.support.sipp import SippUac, SippUas, call
+from tests.support.sipp import CallOutcome, SippUac, SippUas, call, unassigned_port
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -26,10 +26,29 @@ pytestmark = [
 
 
 @dataclass
+class Held:
+    """Calls held until release(), then hung up by their callers (see Rig.hold)."""
+
+    callers: list[SippUac]
+
+    def release(self) -> None:
+        for caller in self.callers:
+            caller.release()
+
+    def wait(self) -> CallOutcome:
+        """All callers' outcomes as one: ok if all are, codes in call order."""
+        outcomes = [caller.wait() for caller in self.callers]
+        worst = max(outcomes, key=lambda o: o.returncode != 0)
+        return CallOutcome(returncode=worst.returncode, messages_log=worst.messages_log,
+                           codes=[code for o in outcomes for code in o.codes])
+
+
+@dataclass
 class Rig:
     front: Front
     workers: list[SippUas]
     workdir: Path
+    stack: ExitStack  # the fixture's: what is on it is stopped after the test
 
     @property
     def port(self) -> int:
@@ -38,10 +57,19 @@ class Rig:
     def counts(self) -> list[int]:
         return [w.call_count for w in self.workers]
 
-    def uac(self, calls: int, hold_ms: int) -> SippUac:
-        """`calls` concurrent calls, each held `hold_ms` (start() it, then wait())."""
-        return SippUac("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
-                       calls=calls, rate=100, hold_ms=hold_ms)
+    def hold(self, calls: int) -> Held:
+        """Place `calls` calls that stay up until the test is done with them: release(), then
+        wait(). Each INVITE goes out once the call before was answered: the front picks a
+        worker from the loads it counts, and INVITEs it handles at the same time in different
+        processes can see the same loads (and put more than max_load on one worker)."""
+        held = Held([])
+        for _ in range(calls):
+            caller = SippUac("127.0.0.1", self.port, "+14155550100", workdir=self.workdir,
+                             hold_ms=None)
+            self.stack.callback(caller.stop)  # a test failing before release() leaves none
+            held.callers.append(caller.start())
+            caller.wait_answered()
+        return held
 
     def call(self, expect: int = 200, *, info: bool = False, cancel: bool = False,
              transport: str = "u1") -> list[int | None]:
@@ -84,7 +112,7 @@ def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
             ]
             settings = FrontSettings(
                 listen_address="127.0.0.1",
-                listen_port=free_port(),
+                listen_port=unassigned_port(tcp=True),
                 workers=tuple(FrontWorker(f"w{i}", "127.0.0.1", w.port, max_load)
                               for i, w in enumerate(workers)) + extra,
                 allow=("127.0.0.1",),
@@ -93,7 +121,7 @@ def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
                 worker_timeout_ms=1000,
             )
             front = stack.enter_context(Front(settings))
-            return Rig(front, workers, tmp_path)
+            return Rig(front, workers, tmp_path, stack)
 
         yield make
 
@@ -149,12 +177,13 @@ def test_values_that_could_inject_script_are_refused(
 
 def test_calls_spread_by_load_and_overflow_gets_503(make_rig: MakeRig) -> None:
     rig = make_rig()
-    held = rig.uac(6, hold_ms=2500).start()
-    assert wait_until(lambda: sum(w.active_calls for w in rig.workers) == 6, timeout=5)
+    held = rig.hold(6)
+    assert sum(w.active_calls for w in rig.workers) == 6
     assert rig.counts() == [2, 2, 2]
     assert [d["load"] for d in rig.front.destinations()] == [2, 2, 2]
     # Every worker is at max_load: the front answers for them.
     assert rig.call(expect=503) == [503]
+    held.release()
     outcome = held.wait()
     assert outcome.ok and outcome.codes == [200] * 6, outcome
     # BYEs released the load: calls are accepted again.
@@ -202,10 +231,11 @@ def test_disabled_worker_gets_no_new_calls(make_rig: MakeRig) -> None:
     pings = rig.workers[1].options_count
     assert wait_until(lambda: rig.workers[1].options_count >= pings + 2, timeout=10)
     assert rig.front.destination("w0")["state"] == "disabled"
-    held = rig.uac(4, hold_ms=1500).start()
-    assert wait_until(lambda: sum(w.active_calls for w in rig.workers) == 4, timeout=5)
+    held = rig.hold(4)
+    assert sum(w.active_calls for w in rig.workers) == 4
     assert rig.counts() == [0, 2, 2]
     assert rig.call(expect=503) == [503]
+    held.release()
     outcome = held.wait()
     assert outcome.ok, outcome
     rig.front.set_worker_state(rig.workers[0].uri, "active")
@@ -218,7 +248,8 @@ def test_dead_worker_is_marked_down_and_revived_one_rejoins(make_rig: MakeRig) -
     dead.stop(crash=True)
     # ping_interval 1 s + probe timeout (worker_timeout_ms) 1 s: down within ~2 s.
     assert wait_until(lambda: rig.front.destination("w2")["state"] == "inactive", timeout=8)
-    held = rig.uac(4, hold_ms=1000).start()
+    held = rig.hold(4)
+    held.release()
     outcome = held.wait()
     assert outcome.ok and outcome.codes == [200] * 4, outcome
     assert rig.counts() == [2, 2, 0]
@@ -281,7 +312,8 @@ def test_calls_of_a_dead_worker_are_ended_by_the_front_and_its_load_released(
 def test_busy_worker_fails_over_and_exhaustion_gets_503(make_rig: MakeRig) -> None:
     rig = make_rig((486, 200), max_load=3)
     busy, good = rig.workers
-    held = rig.uac(2, hold_ms=1000).start()
+    held = rig.hold(2)
+    held.release()
     outcome = held.wait()
     assert outcome.ok and outcome.codes == [200, 200], outcome
     assert good.call_count == 2 and busy.call_count >= 1
@@ -299,7 +331,9 @@ def test_silent_worker_times_out_and_the_call_fails_over(make_rig: MakeRig) -> N
         rig = make_rig((200,), ping_interval=30,
                        extra=(FrontWorker("silent", "127.0.0.1", port, 3),))
         started = time.monotonic()
-        outcome = rig.uac(2, hold_ms=2000).start().wait()
+        held = rig.hold(2)
+        held.release()
+        outcome = held.wait()
         assert outcome.ok and outcome.codes == [200, 200], outcome
         silent.settimeout(0.1)
         assert silent.recv(65535).startswith(b"INVITE ")

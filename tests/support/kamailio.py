@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import free_port, udp_port_is_free, wait_until
+from tests.support import udp_port_is_free, wait_until
+from tests.support.sipp import unassigned_port
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
@@ -180,7 +181,10 @@ class KamailioRegistrar:
         self.users = {user: password, **(extra_users or {})}
         self.domain = domain
         self.address = address
-        self.port = port or free_port(address)
+        # Outside the ephemeral range: the port stays free while a test has the registrar down.
+        self.port = port or unassigned_port(address, tcp=True)
+        self._port_chosen = port is None
+        self._started = False
         # Short path: the ctl unix socket path must fit in sun_path (108 bytes).
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="kamreg-"))
         self.log_path = self.runtime_dir / "kamailio.log"
@@ -208,8 +212,32 @@ class KamailioRegistrar:
         return text
 
     def start(self) -> None:
+        """Start it; a restart keeps its port (what the gateway under test was given). Only a
+        first start on a port picked here moves on to another if that one was taken meanwhile."""
         if self._proc is not None:
             raise RuntimeError("registrar already running")
+        for _ in range(3):
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._launch()
+            try:
+                if wait_until(self._answers_options, timeout=10):
+                    self._started = True
+                    return
+            except RuntimeError:  # it exited
+                with open(self.log_path, "rb") as f:
+                    f.seek(logged)
+                    taken = b"Address already in use" in f.read()
+                if not (taken and self._port_chosen and not self._started):
+                    self.stop()
+                    raise
+                self._reap()
+                self.port = unassigned_port(self.address, tcp=True)
+                continue
+            self.stop()
+            raise RuntimeError(f"kamailio registrar did not start; see {self.log_path}")
+        raise RuntimeError(f"kamailio registrar found no free port; see {self.log_path}")
+
+    def _launch(self) -> None:
         cfg = self.runtime_dir / "kamailio.cfg"
         cfg.write_text(self.render_config())
         log = open(self.log_path, "ab")  # append: a restart keeps the earlier REGISTER history
@@ -225,14 +253,19 @@ class KamailioRegistrar:
             )
         finally:
             log.close()
-        if not wait_until(self._answers_options, timeout=10):
-            self.stop()
-            raise RuntimeError(f"kamailio registrar did not start; see {self.log_path}")
 
     def stop(self) -> None:
+        if not self._reap():
+            return
+        # Children may outlive the main process by a moment; the port must really be free
+        # before a test's "registrar is down" phase begins.
+        wait_until(lambda: udp_port_is_free(self.address, self.port), timeout=5)
+
+    def _reap(self) -> bool:
+        """End the main process if it runs; False if there was none."""
         proc, self._proc = self._proc, None
         if proc is None:
-            return
+            return False
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -240,9 +273,7 @@ class KamailioRegistrar:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        # Children may outlive the main process by a moment; the port must really be free
-        # before a test's "registrar is down" phase begins.
-        wait_until(lambda: udp_port_is_free(self.address, self.port), timeout=5)
+        return True
 
     def restart(self) -> None:
         self.stop()

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import free_port, free_udp_port, wait_until
+from tests.support import free_udp_port, wait_until
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 
@@ -185,14 +187,18 @@ def uas_scenario(*, hangup_after_ms: int | None = None, answer: int = 200) -> st
 def uac_scenario(
     *,
     expect: int = 200,
-    hold_ms: int = 500,
+    hold_ms: int | None = 500,
     info: bool = False,
     remote_hangup: bool = False,
     cancel: bool = False,
 ) -> str:
     """A caller: INVITE, expect final status `expect`. On 200: ACK, optional INFO, then BYE after
     hold_ms (or wait for the callee's BYE). On anything else: ACK the failure and stop.
+    hold_ms=None: hold until a NOTIFY comes in (`SippUac.release`), then BYE.
     cancel=True: CANCEL once it rings (180), then expect 487."""
+    held = hold_ms is None and not remote_hangup
+    if held and (info or expect != 200 or cancel):
+        raise ValueError("a held call (hold_ms=None) is answered, without INFO")
     invite = f"""
   <send retrans="500">
     <![CDATA[
@@ -263,8 +269,12 @@ def uac_scenario(
     ]]>
   </send>"""
     else:
+        # A held call's BYE follows the NOTIFY: its To is kept from the 200, not the last message.
+        keep_to = """
+    <action><ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/></action>
+  """ if held else ""
         rest = f"""
-  <recv response="200" rrs="true"/>
+  <recv response="200" rrs="true">{keep_to}</recv>
   <send>
     <![CDATA[
 
@@ -296,12 +306,16 @@ def uac_scenario(
             rest += f"""
   <recv request="BYE"/>{_REPLY_200}"""
         else:
-            rest += f"""
-  <pause milliseconds="{hold_ms}"/>
+            # The NOTIFY is the test's own signal: not part of the dialog, so not answered
+            # (sipp would send the 200 to the front, its peer).
+            hold = ('\n  <recv request="NOTIFY"/>' if held
+                    else f'\n  <pause milliseconds="{hold_ms}"/>')
+            bye_dialog = in_dialog.replace("[last_To:]", "To: [$callee]") if held else in_dialog
+            rest += f"""{hold}
   <send retrans="500">
     <![CDATA[
 
-      BYE [next_url] SIP/2.0{in_dialog}
+      BYE [next_url] SIP/2.0{bye_dialog}
       CSeq: 3 BYE
       Max-Forwards: 70
       Content-Length: 0
@@ -324,6 +338,35 @@ _START_ATTEMPTS = 3
 _CONTROL_TRIES = 60
 _START_TIMEOUT = 10.0
 _names = itertools.count(1)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def unassigned_port(address: str = "127.0.0.1", *, tcp: bool = False) -> int:
+    """A port free now (UDP, and TCP too if `tcp`) below the kernel's ephemeral range: the kernel
+    never hands it to a socket bound to port 0 or connecting out, so a port that must stay ours
+    while its server is down (a worker revived on it, a restarted registrar) is not taken by
+    some other socket meanwhile, as a port from free_port() can be."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10000, low) if low > 11000 else free_udp_port(address)
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
+        socks = [socket.socket(socket.AF_INET, kind) for kind in kinds]
+        try:
+            for sock in socks:
+                sock.bind((address, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return port
+    raise RuntimeError(f"no free port below the ephemeral range on {address}")
 
 
 def _free_media_port(address: str) -> int:
@@ -384,7 +427,7 @@ def _start_sipp(
     """Start sipp; return once it holds all its sockets (or has already exited, for a reason
     other than a taken port), with its SIP port. `port` None: a free one, picked per attempt."""
     for attempt in range(1, _START_ATTEMPTS + 1):
-        sip = port or (free_port(address) if transport.startswith("t") else free_udp_port(address))
+        sip = port or unassigned_port(address, tcp=transport.startswith("t"))
         media, control = _free_media_port(address), free_udp_port(address)
         args = [
             SIPP, "-sf", str(scenario), "-i", address, "-p", str(sip), "-t", transport,
@@ -528,6 +571,18 @@ class CallOutcome:
 
 
 _BLOCK = re.compile(r"message received \[\d+\] bytes :\s*\n\n(.*?)(?=\n-{20,}|\Z)", re.S)
+_SENT = re.compile(r"message sent \(\d+ bytes\):\s*\n\n(.*?)(?=\n-{20,}|\Z)", re.S)
+
+
+def _calls_with(messages_log: Path, method: str, *, sent: bool) -> list[str]:
+    """Call-IDs for which a sipp trace shows a `method` request sent (or received)."""
+    text = messages_log.read_text(errors="replace") if messages_log.exists() else ""
+    found: list[str] = []
+    for block in (_SENT if sent else _BLOCK).finditer(text):
+        call_id = re.search(r"^Call-ID:\s*(\S+)", block.group(1), re.M | re.I)
+        if block.group(1).startswith(f"{method} ") and call_id and call_id.group(1) not in found:
+            found.append(call_id.group(1))
+    return found
 
 
 def final_codes(messages_log: Path) -> list[int | None]:
@@ -562,7 +617,7 @@ class SippUac:
         concurrent: int | None = None,
         rate: int = 50,
         expect: int = 200,
-        hold_ms: int = 500,
+        hold_ms: int | None = 500,  # None: until release()
         info: bool = False,
         remote_hangup: bool = False,
         cancel: bool = False,
@@ -573,6 +628,9 @@ class SippUac:
     ) -> None:
         self.host, self.port, self.number = host, port, number
         self.calls = calls
+        self.held = hold_ms is None and not remote_hangup
+        if self.held and concurrent is not None and concurrent < calls:
+            raise ValueError("held calls (hold_ms=None) are all placed at once")
         self.timeout_s = timeout_s
         self.local_address = local_address
         self.transport = transport
@@ -588,14 +646,51 @@ class SippUac:
             "-recv_timeout", str(int(timeout_s * 1000)), "-timeout", f"{int(timeout_s) + 5}s",
         )
         self._proc: subprocess.Popen[bytes] | None = None
+        self._sip_port = 0
 
     def start(self) -> SippUac:
         """Returns once sipp is up and placing its calls (or, for quick ones, already done)."""
         if self._proc is not None:
             raise RuntimeError("already started")
-        self._proc, _ = _start_sipp(self._scenario, self.local_address, self._stem, port=None,
-                                    transport=self.transport, extra=self._extra)
+        self._proc, self._sip_port = _start_sipp(
+            self._scenario, self.local_address, self._stem, port=None,
+            transport=self.transport, extra=self._extra)
         return self
+
+    def wait_answered(self, timeout: float = 10.0) -> bool:
+        """Wait until every call got its final answer and sent the ACK (or sipp is gone)."""
+        if self._proc is None:
+            raise RuntimeError("not started")
+        proc, log = self._proc, Path(f"{self._stem}.messages.log")
+        return wait_until(lambda: proc.poll() is not None
+                          or len(_calls_with(log, "ACK", sent=True)) >= self.calls,
+                          timeout=timeout)
+
+    def release(self, timeout: float = 10.0) -> None:
+        """Hang up a held caller's calls (hold_ms=None): each one, once it has sent its ACK, is
+        sent a NOTIFY, upon which it sends its BYE. Returns once sipp took every NOTIFY (or is
+        gone: wait() tells what happened)."""
+        if self._proc is None or not self.held or self.transport != "u1":
+            raise RuntimeError("release() is for a started UDP caller with hold_ms=None")
+        proc, log = self._proc, Path(f"{self._stem}.messages.log")
+        self.wait_answered(timeout)  # a NOTIFY before the ACK would be unexpected: call aborted
+        calls = _calls_with(log, "ACK", sent=True)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((self.local_address, 0))
+            me = f"{self.local_address}:{sock.getsockname()[1]}"
+            for call_id in calls:
+                sock.sendto((
+                    f"NOTIFY sip:{self.local_address}:{self._sip_port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {me};branch=z9hG4bK{uuid.uuid4().hex[:16]}\r\n"
+                    f"From: <sip:release@{me}>;tag={uuid.uuid4().hex[:8]}\r\n"
+                    f"To: <sip:{self.local_address}:{self._sip_port}>\r\n"
+                    f"Call-ID: {call_id}\r\nCSeq: 1 NOTIFY\r\nEvent: release\r\n"
+                    "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                    (self.local_address, self._sip_port))
+        if not wait_until(lambda: proc.poll() is not None
+                          or set(calls) <= set(_calls_with(log, "NOTIFY", sent=False)),
+                          timeout=timeout):
+            raise RuntimeError(f"sipp caller took no NOTIFY within {timeout} s; see {log}")
 
     def wait(self, timeout: float | None = None) -> CallOutcome:
         if self._proc is None:
