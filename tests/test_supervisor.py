@@ -52,9 +52,11 @@ def test_killed_worker_is_routed_around_and_restarted(supervisor):
     callers = [start_call(gw.target, LONG, "--calls", "3", "--hangup-after", "10")
                for _ in range(2)]
     assert wait_until(lambda: active(gw) == 6, 20)
-    victim_calls = active(gw, "w1")
-    assert victim_calls == 2
-    os.kill(worker_pid(gw, "w1"), signal.SIGKILL)
+    # The busiest worker dies (the spread is even, but a loaded machine may skew it by one).
+    victim = max(("w1", "w2", "w3"), key=lambda w: active(gw, w))
+    victim_calls = active(gw, victim)
+    assert victim_calls >= 1
+    os.kill(worker_pid(gw, victim), signal.SIGKILL)
     # New calls go to the remaining workers meanwhile.
     during = call(gw.target, LONG, "--hangup-after", "1")["calls"][0]
     assert during["status"] == 200
@@ -65,10 +67,10 @@ def test_killed_worker_is_routed_around_and_restarted(supervisor):
     assert len(by_remote) == victim_calls
     assert all(c["disconnect"]["after_s"] < 8 for c in by_remote)
     # The supervisor restarted it and it takes calls again.
-    assert wait_until(lambda: gw.metric("gateway_worker_restarts_total", worker="w1") == 1, 20)
-    assert wait_until(lambda: gw.metric("gateway_front_destination_up", worker="w1") == 1, 20)
+    assert wait_until(lambda: gw.metric("gateway_worker_restarts_total", worker=victim) == 1, 20)
+    assert wait_until(lambda: gw.metric("gateway_front_destination_up", worker=victim) == 1, 20)
     again = start_call(gw.target, LONG, "--calls", "3", "--hangup-after", "3")
-    assert wait_until(lambda: active(gw, "w1") >= 1, 15)
+    assert wait_until(lambda: active(gw, victim) >= 1, 15)
     assert [c["status"] for c in result(again)["calls"]] == [200] * 3
     # Its calls are in the call records as failed, not lost.
     records = gw.wait_records(6 + 1 + 3, 20)
