@@ -11,7 +11,9 @@ Pure rendering plus process control: nothing here imports pjsua2.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import re
 import shutil
 import signal
@@ -194,6 +196,47 @@ def options_ping(address: str, port: int, timeout: float = 0.5) -> int | None:
     return None
 
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` (field 22 of /proc/<pid>/stat), to tell a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _children(pid: int) -> dict[int, str | None]:
+    """The child processes of `pid`, with their start times."""
+    found: dict[int, str | None] = {}
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+                    found[int(child)] = _start_time(int(child))
+    return found
+
+
+def stop_kamailio(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a Kamailio started in the foreground (-DD): SIGTERM to the main process, which stops
+    its children and waits for them. A child that misses the SIGTERM (seen with a TCP reader,
+    which then spins on its closed pipe to tcp_main, logging without end) keeps the main process
+    waiting: after `timeout` it is killed, and so is every child still there."""
+    if proc.poll() is not None:
+        return
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid, started in children.items():
+        if started is not None and _start_time(pid) == started:  # still that process
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def parse_rpc_tree(text: str) -> list[tuple[str, object]]:
     """kamcmd's brace output as nested (key, value) pairs; repeated keys (DEST) stay in order.
     A bare `{` (one record of a list, e.g. each dialog of dlg.list) is a child keyed ""."""
@@ -283,13 +326,7 @@ class Front:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # the main process stops its children
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_kamailio(proc, timeout)
         if self._ctl.parent != self.runtime_dir:
             self._ctl.unlink(missing_ok=True)
 

@@ -308,6 +308,7 @@ def _excerpt(text: str, got: str, width: int = 90) -> str:
         return text
     first = got.split()[0] if got else ""
     at = max(0, text.lower().find(first) - width // 3) if first and first in text.lower() else 0
+    at = text.find(" ", at) + 1 if at else 0  # from the start of a word
     end = min(len(text), at + width)
     return ("..." if at else "") + text[at:end].strip() + ("..." if end < len(text) else "")
 

@@ -12,10 +12,12 @@ import pytest
 
 from gateway import simulate
 from gateway.caller import CallReport, Turn
-from gateway.scenario import evaluate, load_scenario, load_scenario_checked
+from gateway.scenario import Scenario, evaluate, load_scenario, load_scenario_checked
 from tests.support.gateway import REPO, GatewayProcess
 
 CACHE = REPO / "var" / "test-cache" / "prompts"  # persona speech is rendered once, then reused
+# Two calls take ~60 s; the ceiling leaves room for the one retry a starved call gets on a busy machine.
+pytestmark = pytest.mark.timeout(240)
 
 
 FAILING = """\
@@ -139,3 +141,26 @@ def test_checks_on_a_recorded_call_are_fuzzy_but_not_lax(tmp_path: Path) -> None
     assert results["no_loop: true"][0] == "FAIL" and "three times" in results["no_loop: true"][1]
     assert results["max_turn_ms: 3000"] == ("FAIL", "turn 3: 4000.0 ms, turn 4: 5500.0 ms")
     assert results["hung_up_within_turns: 3"][0] == "FAIL"  # the agent hung up, but after 4 turns
+
+
+def test_only_a_call_starved_by_this_machine_is_called_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text('name: starved\nnumber: "+1"\nturns: [a]\nassert: [{agent_said: hello}]\n')
+    attempts: list[float] = []
+
+    def fake_run(sc: Scenario, to: str, **_: object) -> simulate.Outcome:
+        late = 2000.0 if not attempts else 10.0  # the first call starved, the second kept up
+        attempts.append(late)
+        call = {"answered": True, "status": 200, "media_clock": {"late_max_ms": late}}
+        out = simulate.Outcome(sc, CallReport("+1", to, call, []))
+        out.results = evaluate(sc, out.report, records=None) if out.report else []
+        return out
+
+    monkeypatch.setattr(simulate, "run_scenario", fake_run)
+    assert run(str(path)) == 1  # still failing: "hello" was never heard, on either attempt
+    out = capsys.readouterr().out
+    assert attempts == [2000.0, 10.0]
+    assert "called again, the first attempt failed while this machine was overloaded" in out
+    attempts.clear()
+    assert run(str(path), "--retries", "0") == 1 and attempts == [2000.0]

@@ -42,7 +42,9 @@ class GatewayProcess:
         }
         config.update(extra or {})
         self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {**os.environ, **(env or {})}
+        # The repo on the path: benchmarks name test-only providers as tests.bench...:Class.
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> GatewayProcess:

@@ -11,7 +11,6 @@ import hashlib
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from gateway.front import stop_kamailio
 from tests.support import udp_port_is_free, wait_until
 from tests.support.sipp import unassigned_port
 
@@ -266,13 +266,7 @@ class KamailioRegistrar:
         proc, self._proc = self._proc, None
         if proc is None:
             return False
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_kamailio(proc)  # and any child that outlives the main process
         return True
 
     def restart(self) -> None:
