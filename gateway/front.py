@@ -196,45 +196,21 @@ def options_ping(address: str, port: int, timeout: float = 0.5) -> int | None:
     return None
 
 
-def _start_time(pid: int) -> str | None:
-    """The start time of process `pid` (field 22 of /proc/<pid>/stat), to tell a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _children(pid: int) -> dict[int, str | None]:
-    """The child processes of `pid`, with their start times."""
-    found: dict[int, str | None] = {}
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
-                    found[int(child)] = _start_time(int(child))
-    return found
-
-
 def stop_kamailio(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Stop a Kamailio started in the foreground (-DD): SIGTERM to the main process, which stops
-    its children and waits for them. A child that misses the SIGTERM (seen with a TCP reader,
-    which then spins on its closed pipe to tcp_main, logging without end) keeps the main process
-    waiting: after `timeout` it is killed, and so is every child still there."""
-    if proc.poll() is not None:
-        return
-    children = _children(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for pid, started in children.items():
-        if started is not None and _start_time(pid) == started:  # still that process
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    """Stop a Kamailio started in the foreground (-DD) as the leader of its own process group
+    (start_new_session): SIGTERM to the main process, which stops its children and waits for
+    them. A child that misses the SIGTERM (seen with TCP processes, which then spin on their
+    closed pipes, logging without end) keeps the main process waiting: after `timeout` it is
+    killed, and whatever is left of the group with it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # children outliving the main process, if any
 
 
 def parse_rpc_tree(text: str) -> list[tuple[str, object]]:
@@ -311,6 +287,7 @@ class Front:
                     "-Y", str(self.runtime_dir), "-w", str(self.runtime_dir),
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() can end all of it
             )
         address = self.settings.listen_address
         deadline = time.monotonic() + timeout

@@ -229,7 +229,7 @@ def test_disabled_worker_gets_no_new_calls(make_rig: MakeRig) -> None:
     assert rig.front.destination("w0")["state"] == "disabled"
     # Two ping rounds later a good OPTIONS ping has not re-enabled it (it would with state 'i').
     pings = rig.workers[1].options_count
-    assert wait_until(lambda: rig.workers[1].options_count >= pings + 2, timeout=10)
+    assert wait_until(lambda: rig.workers[1].options_count >= pings + 2, timeout=20)
     assert rig.front.destination("w0")["state"] == "disabled"
     held = rig.hold(4)
     assert sum(w.active_calls for w in rig.workers) == 4

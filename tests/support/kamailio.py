@@ -250,6 +250,7 @@ class KamailioRegistrar:
                     "-m", "64", "-M", "8",
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, for stop_kamailio()
             )
         finally:
             log.close()

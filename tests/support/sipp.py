@@ -308,7 +308,8 @@ def uac_scenario(
         else:
             # The NOTIFY is the test's own signal: not part of the dialog, so not answered
             # (sipp would send the 200 to the front, its peer).
-            hold = ('\n  <recv request="NOTIFY"/>' if held
+            # Held for as long as the test needs (its fixture stops sipp if it never comes).
+            hold = (f'\n  <recv request="NOTIFY" timeout="{_HELD_S * 1000}"/>' if held
                     else f'\n  <pause milliseconds="{hold_ms}"/>')
             bye_dialog = in_dialog.replace("[last_To:]", "To: [$callee]") if held else in_dialog
             rest += f"""{hold}
@@ -334,6 +335,7 @@ def uac_scenario(
 # 254). Ports are picked free just before the start, so another process (a parallel test, a
 # pjsua worker's RTP) can still take one meanwhile: that start is retried with fresh ports.
 _BIND_ERROR = 254
+_HELD_S = 600  # how long a held call waits for its release at most
 _START_ATTEMPTS = 3
 _CONTROL_TRIES = 60
 _START_TIMEOUT = 10.0
@@ -586,11 +588,10 @@ def _calls_with(messages_log: Path, method: str, *, sent: bool) -> list[str]:
 
 
 def final_codes(messages_log: Path) -> list[int | None]:
-    """Final INVITE status per Call-ID from a sipp -trace_msg file, in order of first sight."""
+    """Final INVITE status per call this sipp placed (its INVITEs sent, in order) from its
+    -trace_msg file; a stray message to its port (another call's) is not counted."""
     text = messages_log.read_text(errors="replace") if messages_log.exists() else ""
-    codes: dict[str, int | None] = {}
-    for sent in re.finditer(r"^Call-ID: (\S+)", text, re.M | re.I):
-        codes.setdefault(sent.group(1), None)
+    codes: dict[str, int | None] = dict.fromkeys(_calls_with(messages_log, "INVITE", sent=True))
     for block in _BLOCK.finditer(text):
         msg = block.group(1)
         status = re.match(r"SIP/2\.0 (\d{3})", msg)
@@ -598,7 +599,7 @@ def final_codes(messages_log: Path) -> list[int | None]:
         call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.M | re.I)
         if status and cseq and call_id and cseq.group(1) == "INVITE":
             code = int(status.group(1))
-            if code >= 200 and codes.get(call_id.group(1)) is None:
+            if code >= 200 and call_id.group(1) in codes and codes[call_id.group(1)] is None:
                 codes[call_id.group(1)] = code
     return list(codes.values())
 
@@ -643,7 +644,8 @@ class SippUac:
         self._extra = (
             f"{host}:{port}", "-s", number, "-key", "caller", caller,
             "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate),
-            "-recv_timeout", str(int(timeout_s * 1000)), "-timeout", f"{int(timeout_s) + 5}s",
+            "-recv_timeout", str(int(timeout_s * 1000)),
+            "-timeout", f"{_HELD_S + int(timeout_s) if self.held else int(timeout_s) + 5}s",
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._sip_port = 0
@@ -657,7 +659,7 @@ class SippUac:
             transport=self.transport, extra=self._extra)
         return self
 
-    def wait_answered(self, timeout: float = 10.0) -> bool:
+    def wait_answered(self, timeout: float = 30.0) -> bool:
         """Wait until every call got its final answer and sent the ACK (or sipp is gone)."""
         if self._proc is None:
             raise RuntimeError("not started")
@@ -666,7 +668,7 @@ class SippUac:
                           or len(_calls_with(log, "ACK", sent=True)) >= self.calls,
                           timeout=timeout)
 
-    def release(self, timeout: float = 10.0) -> None:
+    def release(self, timeout: float = 30.0) -> None:
         """Hang up a held caller's calls (hold_ms=None): each one, once it has sent its ACK, is
         sent a NOTIFY, upon which it sends its BYE. Returns once sipp took every NOTIFY (or is
         gone: wait() tells what happened)."""
