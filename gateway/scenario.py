@@ -1,6 +1,6 @@
 """Simulated-caller scenarios for `gateway simulate`: the YAML format and its loader.
 
-A scenario is one call to one number by a scripted persona, plus checks on what happened:
+A scenario is one call to one number by a scripted or LLM persona, plus checks on what happened:
 
     name: booking-friday                   # default: the file name
     number: "+15550100"                    # the number to call
@@ -12,7 +12,7 @@ A scenario is one call to one number by a scripted persona, plus checks on what 
       turns:                               # said in order, each once the agent has paused
         - "I would like to book an appointment."
         - {play: clips/name.wav}           # a recording instead (relative to this file)
-      # llm: {base_url: "http://127.0.0.1:8000/v1", model: NAME}  # instead of turns
+      # llm: {base_url: "http://127.0.0.1:11434/v1", model: NAME}  # instead of turns, see below
     impatience_ms: 1500                    # talk over the agent this long after it starts
     max_turns: 8                           # never say more than this many turns
     turn_gap_ms: 2000                      # agent silence that counts as "your turn"
@@ -27,6 +27,21 @@ A scenario is one call to one number by a scripted persona, plus checks on what 
       - max_turn_ms: 12000                 # no reply to a turn started later than this
       - no_loop: true                      # no agent prompt three times in a row
       - tool_called: check_slot            # needs --records (the gateway's call records)
+
+An LLM persona answers live instead of reading `turns:`. Each time the agent has spoken and
+paused, what it said is transcribed offline (tiny.en) and sent to an OpenAI-compatible chat
+completions endpoint (system prompt: the instructions and the goal; the agent speaks as "user");
+the reply is rendered with the voice and said. The persona hangs up by ending a reply with
+[HANGUP] (gateway/persona.py), at max_turns (default 10 for an LLM) or at max_duration_s. The
+API key is read from OPENAI_API_KEY; local servers such as Ollama need none. The caller stays
+silent while it thinks, so that time falls before its turn and never counts towards the agent's
+turn latency; the report lists each persona turn with what it heard and how long it took.
+
+      llm:
+        base_url: "http://127.0.0.1:11434/v1"   # Ollama, llama.cpp server, vLLM, api.openai.com/v1
+        model: llama3.2:3b
+        timeout_s: 30                        # per reply; a slower or failing server ends the scenario
+        temperature: 0.7                     # optional (default: the server's)
 
 `voice`, `speaking_rate`, `turns` and `llm` may also sit at the top level, and a persona may be
 just its instructions text. Loading errors point at file:line. `evaluate()` judges the checks
@@ -88,6 +103,8 @@ class Check:
 class LlmPersona:
     base_url: str
     model: str
+    timeout_s: float = 30.0
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,14 +242,24 @@ def _turn_step(item: Node, base: Path, errors: Errors) -> Turn | None:
     return Turn("play", str(path))
 
 
-def _llm(node: Node, errors: Errors) -> LlmPersona:
-    fields = node.fields(("base_url", "model"), errors)
-    url_node = fields.require("base_url")
-    url = url_node.as_str()
+def _llm(node: Node, errors: Errors) -> LlmPersona | None:
+    fields = node.fields(("base_url", "model", "timeout_s", "temperature"), errors)
+    url = errors.attempt(lambda: _base_url(fields.require("base_url")))
+    model = errors.attempt(lambda: fields.require("model").as_str())
+    timeout, temperature = fields.get("timeout_s"), fields.get("temperature")
+    timeout_s = 30.0 if timeout is None else errors.attempt(timeout.as_float, above=0, at_most=600)
+    temp = None if temperature is None else errors.attempt(temperature.as_float, at_least=0, at_most=2)
+    if url is None or model is None or timeout_s is None or (temperature is not None and temp is None):
+        return None
+    return LlmPersona(url, model, timeout_s=timeout_s, temperature=temp)
+
+
+def _base_url(node: Node) -> str:
+    url = node.as_str()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise url_node.error(f"expected an http:// or https:// URL, got {url!r}")
-    return LlmPersona(url, fields.require("model").as_str())
+        raise node.error(f"expected an http:// or https:// URL, got {url!r}")
+    return url
 
 
 def _checks(node: Node, errors: Errors) -> tuple[Check, ...]:

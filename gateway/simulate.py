@@ -1,13 +1,14 @@
-"""`gateway simulate SCENARIO.yaml...`: scripted callers talk to agents over real SIP, then get checked.
+"""`gateway simulate SCENARIO.yaml...`: simulated callers talk to agents over real SIP, then get checked.
 
     gateway simulate dialplans/scenarios/ --to 127.0.0.1:5060 --junit simulate.xml
     python -m gateway.simulate dialplans/scenarios/booking.yaml --records var/calls.jsonl
 
 Each scenario (format: gateway/scenario.py) is one call through the pjsua2 softphone: the
 persona's turns are rendered with the offline voice and spoken each time the agent pauses
-(or, with impatience_ms, over it); REFERs are followed. Afterwards the agent's side of the
-recording is transcribed offline (tiny.en) and the scenario's checks run on the words, the
-turn timing and the transfer. The report shows every check with its evidence, then the
+(or, with impatience_ms, over it); REFERs are followed. An LLM persona makes each turn live
+instead, from what the agent has just said (gateway/persona_call.py). Afterwards the agent's
+side of the recording is transcribed offline (tiny.en) and the scenario's checks run on the
+words, the turn timing and the transfer. The report shows every check with its evidence, then the
 call's timeline. Exit status 0 only if every scenario passed; --junit writes one testcase
 per scenario. A scenario that failed while this machine starved our softphone (its media clock
 ran over 0.5 s late, so the agent may have heard our speech in bursts) is called once more
@@ -17,6 +18,7 @@ ran over 0.5 s late, so the agent may have heard our speech in bursts) is called
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import json
@@ -37,8 +39,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from gateway.caller import CallReport, format_timeline
+from gateway.caller import CallReport, Turn, format_timeline
 from gateway.errors import CallError, ConfigError, GatewayError
+from gateway.persona_call import PersonaTurn
 from gateway.scenario import CheckResult, Scenario, evaluate, load_scenario_checked
 
 __all__ = ["Outcome", "run_scenario", "format_outcome", "junit_xml", "build_parser", "main"]
@@ -60,6 +63,7 @@ class Outcome:
     seconds: float = 0.0
     record: dict[str, Any] | None = None  # the gateway's call record, with --records
     retried: str = ""  # why an earlier attempt was not kept
+    persona_turns: list[PersonaTurn] = field(default_factory=list)  # an LLM persona's turns
 
     @property
     def passed(self) -> bool:
@@ -78,18 +82,17 @@ def run_scenario(sc: Scenario, to: str, *, records: Path | None = None,
                  cache_dir: Path = Path("var/cache/prompts"), log: TextIO | None = None) -> Outcome:
     """Place the scenario's call, transcribe the agent, run the checks (blocking)."""
     out, t0 = Outcome(sc), time.monotonic()
-    if sc.llm is not None:
-        out.error = (f"{sc.path}: llm personas need --llm (a caller that answers live, turn by turn), "
-                     "which this simulator does not have: give the persona scripted `turns:` instead")
-        return out
     user = sc.caller or f"sim-{secrets.token_hex(4)}"
     wall0 = time.time()
     try:
         with tempfile.TemporaryDirectory(prefix="gateway-simulate-") as tmp:
-            wavs = _render(sc, Path(tmp), cache_dir)
             both = str(Path(tmp) / "both.wav")
-            call = _place_call(sc, to, wavs, both, user, log)
-            out.report = CallReport(sc.number, to, call, list(sc.spoken_turns))
+            if sc.llm is None:
+                call = _place_call(sc, to, _render(sc, Path(tmp), cache_dir), both, user, log)
+                turns = list(sc.spoken_turns)
+            else:
+                call, turns = _place_llm_call(out, sc, to, both, user, Path(tmp), cache_dir, log)
+            out.report = CallReport(sc.number, to, call, turns)
             if out.report.answered:
                 _transcribe(out.report, both)
     except GatewayError as exc:
@@ -124,17 +127,15 @@ def _render_at_rate(sc: Scenario, text: str, cache_dir: Path) -> bytes:
     import soxr
 
     from gateway.media.audio import float_to_pcm16, load_wav, save_wav
-    from gateway.media.prompts import VOICES
 
     key = hashlib.sha256(f"{sc.voice}\0{sc.speaking_rate:.3f}\0{text}".encode()).hexdigest()
     path = cache_dir / "rate" / f"{key}.wav"
     if path.is_file():
         return load_wav(path)
     try:
-        from piper import PiperVoice, SynthesisConfig
+        from piper import SynthesisConfig
 
-        pkg = importlib.import_module(VOICES[sc.voice].package)
-        voice = PiperVoice.load(pkg.model_path(), config_path=pkg.config_path())
+        voice = _piper_voice(sc.voice)
         config = SynthesisConfig(length_scale=1.0 / sc.speaking_rate, volume=0.8)
         audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=config)])
     except Exception as exc:  # vendor edge: any failure is the voice's
@@ -145,7 +146,68 @@ def _render_at_rate(sc: Scenario, text: str, cache_dir: Path) -> bytes:
     return pcm
 
 
-def _place_call(sc: Scenario, to: str, wavs: list[str], both: str, user: str, log: TextIO | None) -> dict[str, Any]:
+@functools.cache
+def _piper_voice(name: str) -> Any:
+    """The offline voice's model, loaded once per process (an LLM persona renders every turn)."""
+    from piper import PiperVoice
+
+    from gateway.media.prompts import VOICES
+
+    pkg = importlib.import_module(VOICES[name].package)
+    return PiperVoice.load(pkg.model_path(), config_path=pkg.config_path())
+
+
+def _place_llm_call(out: Outcome, sc: Scenario, to: str, both: str, user: str, tmp: Path, cache_dir: Path,
+                    log: TextIO | None) -> tuple[dict[str, Any], list[Turn]]:
+    """The call with a live LLM persona; the softphone's JSON and the turns as said."""
+    from gateway.persona import DEFAULT_MAX_TURNS, OpenAIChat, Persona
+    from gateway.persona_call import hear_agent, load_recogniser, run_live_call
+
+    assert sc.llm is not None
+    stt = load_recogniser()
+    speak = _speaker(sc, cache_dir)  # both loaded now: the first turn should not wait for them
+    chat = OpenAIChat(sc.llm)
+    cmd = [*_softphone_cmd(sc, to, [], both, user), "--live-turns", str(tmp)]
+    try:
+        live = run_live_call(cmd, _softphone_env(), Persona(sc.instructions, sc.goal, chat, where=chat.where),
+                             hear=lambda wav: hear_agent(stt, wav, _STT_LOCK), speak=speak, workdir=tmp,
+                             max_turns=sc.max_turns or DEFAULT_MAX_TURNS, timeout_s=sc.max_duration_s + 60, log=log)
+    finally:
+        chat.close()
+    out.persona_turns, out.error = live.turns, live.error
+    if live.timed_out:
+        raise CallError(f"softphone did not finish within {sc.max_duration_s + 60:.0f} s")
+    call = _first_call(live.result, live.returncode, live.stderr)
+    return call, [Turn("say", t.said) for t in live.turns if t.said]
+
+
+def _speaker(sc: Scenario, cache_dir: Path) -> Any:
+    """text, WAV path -> the persona's voice saying it (8 kHz), rendered like scripted turns."""
+    from gateway.media.audio import save_wav
+    from gateway.media.prompts import PromptRenderer
+
+    renderer = PromptRenderer(cache_dir, sc.voice)
+    try:
+        if sc.speaking_rate == 1.0:
+            renderer.warm_up()
+        else:
+            _piper_voice(sc.voice)
+    except Exception as exc:  # vendor edge
+        raise GatewayError(f"voice {sc.voice}: cannot load: {exc}") from exc
+
+    def speak(text: str, path: Path) -> None:
+        try:
+            pcm = renderer.render(text) if sc.speaking_rate == 1.0 else _render_at_rate(sc, text, cache_dir)
+        except GatewayError:
+            raise
+        except Exception as exc:  # vendor edge
+            raise GatewayError(f"voice {sc.voice}: cannot render {text[:40]!r}: {exc}") from exc
+        save_wav(path, pcm)
+
+    return speak
+
+
+def _softphone_cmd(sc: Scenario, to: str, wavs: list[str], both: str, user: str) -> list[str]:
     cmd = [
         sys.executable, "-m", "gateway.sip.softphone", "call", "--to", to, "--number", sc.number,
         "--from-user", user, "--record-both", both, "--turn-gap-ms", str(sc.turn_gap_ms),
@@ -156,20 +218,38 @@ def _place_call(sc: Scenario, to: str, wavs: list[str], both: str, user: str, lo
         cmd += ["--turn", wav]
     if sc.impatience_ms is not None:
         cmd += ["--barge-in-ms", str(sc.impatience_ms)]
+    return cmd
+
+
+def _softphone_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _place_call(sc: Scenario, to: str, wavs: list[str], both: str, user: str, log: TextIO | None) -> dict[str, Any]:
+    cmd = _softphone_cmd(sc, to, wavs, both, user)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=sc.max_duration_s + 60)
+        proc = subprocess.run(cmd, env=_softphone_env(), capture_output=True, text=True,
+                              timeout=sc.max_duration_s + 60)
     except subprocess.TimeoutExpired as exc:
         raise CallError(f"softphone did not finish within {sc.max_duration_s + 60:.0f} s") from exc
     if log is not None:
         log.write(proc.stderr)
     try:
-        calls = json.loads(proc.stdout).get("calls") or []
+        result = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise CallError(f"softphone failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}") from None
+        result = None
+    return _first_call(result, proc.returncode, proc.stderr)
+
+
+def _first_call(result: dict[str, Any] | None, returncode: int | None, stderr: str) -> dict[str, Any]:
+    """The call from the softphone's result object, or why there is none."""
+    if not isinstance(result, dict):
+        raise CallError(f"softphone failed (exit {returncode}):\n{stderr[-2000:]}")
+    calls = result.get("calls") or []
     if not calls:
-        raise CallError(f"softphone placed no call (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise CallError(f"softphone placed no call (exit {returncode}):\n{stderr[-2000:]}")
     return dict(calls[0])
 
 
@@ -221,6 +301,9 @@ def format_outcome(out: Outcome) -> str:
         lines.append(f"  goal: {sc.goal}")
     if sc.instructions:
         lines.append(f"  persona: {sc.instructions}")
+    if sc.llm is not None:
+        lines.append(f"  persona LLM: {sc.llm.model} at {sc.llm.base_url}")
+        lines += [f"    {_persona_turn(t)}" for t in out.persona_turns]
     if out.error:
         lines.append(f"  error: {out.error}")
     rep = out.report
@@ -246,6 +329,13 @@ def format_outcome(out: Outcome) -> str:
         lines.append("  timeline:")
         lines += ["  " + line for line in format_timeline(rep).splitlines()]
     return "\n".join(lines)
+
+
+def _persona_turn(t: PersonaTurn) -> str:
+    heard = t.heard if len(t.heard) <= 100 else t.heard[:97] + "..."
+    said = "failed, ended the call" if t.failed else f'said "{t.said}"' if t.said else "said nothing"
+    hung_up = ", hung up" if t.hangup and not t.failed else ""
+    return f'turn {t.index} ({t.think_s:.1f} s to answer): heard "{heard}"; {said}{hung_up}'
 
 
 def _overload(out: Outcome) -> str:
@@ -308,7 +398,7 @@ def scenario_files(paths: list[Path]) -> list[Path]:
 
 def build_parser(prog: str = "gateway simulate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description="Call agents with scripted personas and check the conversations.")
+        prog=prog, description="Call agents with scripted or LLM personas and check the conversations.")
     p.add_argument("scenarios", nargs="+", type=Path, metavar="SCENARIO.yaml",
                    help="scenario files, or directories of them (format: gateway/scenario.py)")
     p.add_argument("--to", metavar="HOST:PORT", default="127.0.0.1:5060", help="the gateway (default: %(default)s)")

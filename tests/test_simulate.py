@@ -115,12 +115,12 @@ def test_scenario_mistakes_point_at_file_and_line(tmp_path: Path, capsys: pytest
         f"{missing}:1: missing 'number' (the number to call)",
         f"{missing}:2: the persona needs `turns:` (what to say, in order) or `llm:`",
     ]
-    # Every shipped scenario loads; an llm persona loads too, but says plainly it cannot be run.
-    assert run(str(REPO / "dialplans" / "scenarios"), "--check") == 0
+    # Every shipped scenario loads, the LLM persona's too; its settings are checked like the rest.
+    assert run(str(REPO / "dialplans" / "scenarios"), str(REPO / "dialplans" / "scenarios" / "llm"), "--check") == 0
     llm = tmp_path / "llm.yaml"
-    llm.write_text('number: "+15550100"\npersona:\n  llm: {base_url: "http://127.0.0.1:9/v1", model: m}\n')
-    outcome = simulate.run_scenario(load_scenario(llm), "127.0.0.1:9")
-    assert outcome.verdict == "ERROR" and "llm personas need --llm" in (outcome.error or "")
+    llm.write_text('number: "+15550100"\npersona:\n  llm: {base_url: "127.0.0.1:9/v1", model: m, timeout_s: 0}\n')
+    assert [(e.line, e.message.split(",")[0]) for e in load_scenario_checked(llm)[1]] == [
+        (3, "expected an http:// or https:// URL"), (3, "must be more than 0 and at most 600")]
 
 
 def test_checks_on_a_recorded_call_are_fuzzy_but_not_lax(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 __all__ = [
-    "FRAME_MS", "FRAME_BYTES", "FrameVad", "CallerScript", "Replier", "TurnRecord",
+    "FRAME_MS", "FRAME_BYTES", "FrameVad", "CallerScript", "Replier", "TurnRecord", "TurnRequest",
     "ReplyRecord", "voiced_flags", "segments", "analyse_turns",
 ]
 
@@ -139,6 +139,17 @@ class TurnRecord:
     trigger: str = ""  # "pause" | "barge-in" | "no-greeting" | "no-reply"
 
 
+@dataclass(frozen=True)
+class TurnRequest:
+    """A live script's call for its next turn: the far end's audio in ticks [heard_from, at)
+    is what the turn answers; `at` is when the far end yielded the floor."""
+
+    index: int
+    heard_from: int
+    at: int
+    trigger: str
+
+
 class CallerScript(Generic[T]):
     """Plays `turns` one at a time, each once, and listens in between.
 
@@ -149,6 +160,11 @@ class CallerScript(Generic[T]):
     `hangup_frames`, `finished` is set ("done"); if it does not start replying to a turn
     within `reply_frames`, too ("no reply"). Never before tick `not_before`. With no turns at
     all it only listens. The owner hangs up when it sees `finished`.
+
+    `live`: turns beyond `turns` are produced while the call runs. When one is due the script
+    sets `wanted` and stays silent until the owner hands it over with `supply()` (or ends the
+    call with `close()`); the turn then starts at the next tick. Its thinking time therefore
+    lies before the turn and never counts towards the far end's reply latency.
     """
 
     def __init__(
@@ -161,8 +177,13 @@ class CallerScript(Generic[T]):
         greeting_frames: int = 150,
         reply_frames: int = 750,
         not_before: int = 0,
+        live: bool = False,
     ) -> None:
         self._turns = [list(t) for t in turns]
+        self._live = live
+        self.wanted: TurnRequest | None = None
+        self._closing: str | None = None
+        self._heard_from = 0  # tick the caller last took the floor (a live turn answers what followed)
         self._gap = max(1, gap_frames)
         self._hangup = max(1, hangup_frames)
         self._barge = barge_frames
@@ -194,6 +215,15 @@ class CallerScript(Generic[T]):
             self._listen(k)
         if self.finished is not None:
             return None
+        if self._closing is not None:
+            self.finished = self._closing
+            return None
+        want = self.wanted
+        if want is not None:  # a live turn is being produced: silent until it arrives
+            if len(self._turns) <= want.index:
+                return None
+            self.wanted = None
+            return self._start(k, want.trigger)
         trigger = self._trigger(k)
         if trigger is None:
             return None
@@ -201,6 +231,24 @@ class CallerScript(Generic[T]):
             if k >= self._not_before:
                 self.finished = trigger[7:]
             return None
+        heard_from, self._heard_from = self._heard_from, k
+        if len(self.records) >= len(self._turns):  # live: ask the owner for it
+            self.wanted = TurnRequest(len(self.records), heard_from, k, trigger)
+            return None
+        return self._start(k, trigger)
+
+    def supply(self, frames: Sequence[T], *, last: bool = False) -> None:
+        """The owner's answer to `wanted` (any thread): the next turn; `last`: no more after it."""
+        if last:
+            self._live = False
+        self._turns.append(list(frames))  # one append: the clock thread sees all of it or nothing
+
+    def close(self, why: str) -> None:
+        """The owner has no more turns and wants the call ended now (any thread)."""
+        self._live = False
+        self._closing = why
+
+    def _start(self, k: int, trigger: str) -> T | None:
         rec = TurnRecord(len(self.records), k, trigger=trigger)
         self.records.append(rec)
         self._speaking = rec
@@ -211,7 +259,7 @@ class CallerScript(Generic[T]):
         self._onset = self._last_voiced = None
 
     def _trigger(self, k: int) -> str | None:
-        more = len(self.records) < len(self._turns)
+        more = self._live or len(self.records) < len(self._turns)
         onset, last = self._onset, self._last_voiced
         if onset is None:
             waited = k - self._listen_from

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--record-both", help="stereo WAV, frame-aligned: left = sent, right = received")
     c.add_argument("--turn", action="append", default=[], metavar="FILE.wav",
                    help="a spoken turn, in order: played once after the far end speaks and pauses")
+    c.add_argument("--live-turns", metavar="DIR",
+                   help="after the --turn files, ask for each further turn on stdout and read it on stdin "
+                        "(protocol: gateway/sip/live_turns.py; what the far end said goes to DIR)")
     c.add_argument("--listen", action="store_true",
                    help="follow the conversation even without --turn (timing JSON; --hangup-after as with --turn)")
     c.add_argument("--turn-gap-ms", type=_non_negative, default=700.0,

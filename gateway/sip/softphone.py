@@ -32,6 +32,7 @@ import pjsua2 as pj
 
 from gateway.sip import pjutil
 from gateway.sip.conversation import FRAME_MS, CallerScript, FrameVad, MediaLog, Replier, analyse_turns, voiced_flags
+from gateway.sip.live_turns import LiveTurns
 from gateway.sip.phone_cli import MAX_CALLS, build_parser
 from gateway.sip.phone_media import FrameBank, MediaPort, load_play_frames, write_stereo_wav, write_wav
 from gateway.sip.phone_report import Leg
@@ -58,6 +59,7 @@ class _Slot:
     parent: Leg | None = None
     timers: list[tuple[float, str, str]] = field(default_factory=list)
     turns_logged: int = 0
+    turns_asked: int = 0  # live turns requested so far
     media_index: int | None = None
     rtp_sampled_at: float = 0.0
 
@@ -119,6 +121,7 @@ class _Phone:
         self.ep: pj.Endpoint | None = None
         self.acc: _Account | None = None
         self.port = 0
+        self.live: LiveTurns | None = None  # --live-turns: further turns come from our parent
 
     # lifecycle
     def start(self) -> None:
@@ -323,7 +326,7 @@ class _Phone:
                 greeting=self._greeting,
                 stop_frames=round(a.reply_stop_ms / FRAME_MS) if a.reply_stop_ms is not None else None,
             )
-        elif not self.answer_mode and (self._turns or a.listen) and slot.parent is None:
+        elif not self.answer_mode and (self._turns or a.listen or self.live) and slot.parent is None:
             director = leg.script = CallerScript(
                 self._turns,
                 gap_frames=round(a.turn_gap_ms / FRAME_MS),
@@ -332,6 +335,7 @@ class _Phone:
                 greeting_frames=round(a.greeting_wait * fps),
                 reply_frames=round(a.reply_timeout * fps),
                 not_before=round((max((at for _, at in a.dtmf), default=0.0) + hangup_s) * fps),
+                live=self.live is not None,
             )
         keep = bool(leg.record_path or leg.record_both_path or leg.script)
         vad = self.vad.fresh() if director is not None else None
@@ -381,7 +385,7 @@ class _Phone:
     # timers
     def _arm_answer_timers(self, slot: _Slot, now: float) -> None:
         a = self.args
-        if a.hangup_after is not None and not (self._turns or a.listen):  # else: silence after the last turn
+        if a.hangup_after is not None and not (self._turns or a.listen or self.live):  # else: quiet after last turn
             slot.timers.append((now + a.hangup_after, "hangup", "hangup-after"))
         for digits, at in [] if self.answer_mode or slot.parent else a.dtmf:
             slot.timers.append((now + at, "dtmf", digits))
@@ -432,8 +436,23 @@ class _Phone:
             rec = records[slot.turns_logged]
             slot.turns_logged += 1
             slot.leg.event(f"turn {rec.index + 1} at frame {rec.start} ({rec.trigger})")
+        if self.live is not None:
+            self._follow_live(slot, script)
         if script.finished is not None and not slot.leg.hangup_requested:
             self._hangup(slot, script.finished)
+
+    def _follow_live(self, slot: _Slot, script: CallerScript[int]) -> None:
+        """Ask for the turn the script waits for; hand it over once made (never waits here)."""
+        assert self.live is not None
+        want = script.wanted
+        if want is not None and slot.turns_asked <= want.index and slot.port is not None:
+            slot.turns_asked = want.index + 1
+            self.live.ask(want.index + 1, slot.port.received[want.heard_from:want.at], want.trigger)
+        for answer in self.live.ready():
+            if answer.frames is None:
+                script.close(answer.hangup)
+            else:
+                script.supply(self.bank.add(answer.frames), last=answer.last)
 
     def _fire(self, slot: _Slot, call: _Call, kind: str, arg: str) -> None:
         leg = slot.leg
@@ -508,11 +527,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--play and --turn exclude each other (turns are played once, silence in between)")
     if args.mode == "answer" and (args.reply or args.greeting) and args.play:
         parser.error("--play and --reply/--greeting exclude each other")
+    if args.mode == "call" and args.live_turns and (args.calls > 1 or args.play):
+        parser.error("--live-turns needs a single call (--calls 1) and no --play")
     # pjlib prints to fd 1; keep the real stdout for the one JSON object only.
     json_fd = os.dup(1)
     os.dup2(2, 1)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="softphone %(message)s")
     phone = _Phone(args)
+    if args.mode == "call" and args.live_turns:
+        phone.live = LiveTurns(json_fd, Path(args.live_turns), 0, write_wav, load_play_frames)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         phone.stop_requested = True  # the loop hangs up and exits within ~10 ms
@@ -533,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         phone.write_recordings()
     except OSError as exc:
         error, code = error or f"recording: {exc}", 1
+    if phone.live is not None:
+        phone.live.close()  # its request lines come before the result line
     out = phone.result()
     if error:
         out["error"] = error
