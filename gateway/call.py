@@ -18,6 +18,8 @@ from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("gateway.call")
+DIGITS = "0123456789*#ABCD"
+MAX_DIGITS = 32
 
 
 @dataclass(slots=True)
@@ -154,6 +156,14 @@ class Call:
             return await asyncio.wait_for(self._digits.get(), timeout)
         except TimeoutError:
             return None
+
+    async def send_digits(self, digits: str) -> str:
+        """Send keypad tones (0-9 * # A-D) to the caller; returns the method used."""
+        if not digits or len(digits) > MAX_DIGITS or not set(digits.upper()) <= set(DIGITS):
+            raise ValueError(f"keypad digits are 1-{MAX_DIGITS} of {DIGITS}, not {digits!r}")
+        method = await self.endpoint.call_command(self.key, "send_digits", digits.upper())
+        log.info("call %s: sent digits %s (%s)", self.key, digits, method)
+        return method
 
     async def blind_transfer(self, uri: str) -> bool:
         """REFER to uri; on success our leg is hung up. Counted and recorded either way."""

@@ -65,7 +65,10 @@ class CallSession:
         self._vad = Vad()
         self._frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._finals: list[TranscriptEvent] = []
-        self._answers: deque[Answer] = deque()  # next_answer() polls each frame time
+        self._answers: deque[Answer] = deque()
+        # Woken, not polled: a poll would add up to its period to every turn's latency.
+        self._final_arrived = asyncio.Event()
+        self._answer_arrived = asyncio.Event()
         self._stream: SttStream | None = None
         self._stream_frames = 0  # audio time of the current recogniser stream, in frames
         self._speaking: asyncio.Task[bool] | None = None
@@ -103,9 +106,15 @@ class CallSession:
     # ---- hearing ----
     async def _hear(self) -> None:
         loop = asyncio.get_running_loop()
+        heard = 0
+        origin = 0.0
         while True:
             frame = await self._frames.get()
-            now = loop.time()
+            # Frame times on the audio clock (earliest arrival + 20 ms per frame): arrival
+            # times wobble by milliseconds, and a wobble across a deadline costs a whole frame.
+            origin = min(origin, loop.time() - heard * 0.02) if heard else loop.time()
+            now = origin + heard * 0.02
+            heard += 1
             self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
             if self._stream is not None:
                 self._stream.push_audio(frame)
@@ -121,6 +130,7 @@ class CallSession:
                     continue
                 if event.text.strip():
                     self._finals.append(event)
+                    self._final_arrived.set()
                     self.transcript.append({"who": "caller", "text": event.text.strip(),
                                             "confidence": round(event.confidence, 2),
                                             "at": round(time.time(), 3)})
@@ -162,8 +172,10 @@ class CallSession:
         start = audio_now - (ended.at - ended.speech_start) - 0.3
         stop = audio_now - (ended.at - ended.speech_end) - 0.2
         deadline = loop.time() + _TRANSCRIPT_WAIT
-        while loop.time() < deadline and not any(e.end >= stop for e in self._finals):
-            await asyncio.sleep(0.02)
+        while not any(e.end >= stop for e in self._finals) and loop.time() < deadline:
+            self._final_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._final_arrived.wait(), deadline - loop.time())
         metrics.stage_latency("asr_final", loop.time() - ended.speech_end)
         words = [e for e in self._finals if e.end > start]
         self._finals = [e for e in self._finals if e.end <= start]
@@ -171,6 +183,7 @@ class CallSession:
         confidence = min((e.confidence for e in words), default=0.0)
         self._finishing -= 1
         self._answers.append(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
+        self._answer_arrived.set()
 
     async def next_answer(self, timeout: float, dtmf: bool = True, max_digits: int = 1) -> Answer:
         """The caller's next turn (words) or keypad entry; an empty Answer after `timeout`
@@ -193,7 +206,10 @@ class CallSession:
                 deadline = max(deadline, loop.time() + 1.0)
             if loop.time() >= deadline:
                 return Answer()
-            await asyncio.sleep(0.02)
+            # Words wake this at once; keypad digits and the deadline are checked each frame time.
+            self._answer_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answer_arrived.wait(), min(0.02, deadline - loop.time()))
 
     def has_answer(self) -> bool:
         """Words already heard and not yet taken (empty turns are dropped)."""

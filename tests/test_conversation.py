@@ -208,6 +208,52 @@ def test_llm_tool_call_to_a_webhook_changes_the_answer(tmp_path):
     assert second is None or "free_slot" in json.dumps(second)
 
 
+AGENT_KEYS = """
+name: keys
+disclosure: false
+steps:
+  - say: "How can I help?"
+  - llm:
+      instructions: "You press keys for the caller."
+      tools: [send_dtmf]
+      max_turns: 1
+  - hangup: true
+"""
+
+
+def test_llm_send_dtmf_tool_presses_keys_on_the_call(tmp_path):
+    from tests.fakes.openai_server import FakeOpenAI, Reply, ScriptedToolCall
+
+    fake = FakeOpenAI([
+        Reply(tool_calls=[ScriptedToolCall("send_dtmf", '{"digits": "x"}'),
+                          ScriptedToolCall("send_dtmf", '{"digits": "42#"}')]),
+        Reply(text_pieces=["I have pressed the keys."]),
+    ])
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+    try:
+        plans = plans_dir(tmp_path, {"keys": AGENT_KEYS})
+        turn = speech_wav(tmp_path, "ask", "Please press four two and hash.")
+        extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
+                         "model": "test"}}
+        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+            out = call(gw.target, "+15550301", "--turn", str(turn), "--hangup-after", "6",
+                       "--max-duration", "40")["calls"][0]
+            record = gw.wait_records(1)[-1]
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert out["status"] == 200
+    assert out["dtmf_received"] == "42#", out
+    # Both results went back to the model: the refusal of "x", then what was sent and how.
+    results = [m["content"] for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+    assert '"ok": false' in results[0] and "keypad digits" in results[0], results
+    assert json.loads(results[1]) == {"ok": True, "sent": "42#", "method": "rfc4733"}
+    said = " ".join(t["text"] for t in record["transcript"] if t["who"] == "agent")
+    assert "pressed the keys" in said
+
+
 @pytest.mark.parametrize("_", [0])
 def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
     from tests.fakes.deepgram_server import FakeDeepgram

@@ -133,13 +133,13 @@ CASES = {
     "cough during agent audio: pause, then resume": Case(
         speech=((4000, 4120),),
         agent=AGENT,
-        expected=(("PausePlayout", 4.06), ("ResumePlayout", 4.32)),
+        expected=(("PausePlayout", 4.02), ("ResumePlayout", 4.32)),
     ),
     "barge-in: pause, confirm after 250 ms of speech, turn ends after 500 ms silence": Case(
         speech=((4000, 5000),),
         agent=AGENT,
         expected=(
-            ("PausePlayout", 4.06),
+            ("PausePlayout", 4.02),
             ("ConfirmBargeIn", 4.26),
             ("TurnStarted", 4.26, 4.0),
             ("TurnEnded", 5.5, 4.0, 5.0),
@@ -149,7 +149,7 @@ CASES = {
         speech=((4000, 4200), (4220, 5000)),
         agent=AGENT,
         expected=(
-            ("PausePlayout", 4.06),
+            ("PausePlayout", 4.02),
             ("ConfirmBargeIn", 4.28),
             ("TurnStarted", 4.28, 4.0),
             ("TurnEnded", 5.5, 4.0, 5.0),
@@ -160,7 +160,7 @@ CASES = {
         agent=AGENT,
         transcripts=((4100, "no", False, False),),
         expected=(
-            ("PausePlayout", 4.06),
+            ("PausePlayout", 4.02),
             ("ConfirmBargeIn", 4.1),
             ("TurnStarted", 4.1, 4.0),
             ("TurnEnded", 4.62, 4.0, 4.12),
@@ -171,7 +171,7 @@ CASES = {
         agent=AGENT,
         transcripts=((4400, "stop", True, False),),
         expected=(
-            ("PausePlayout", 4.06),
+            ("PausePlayout", 4.02),
             ("ResumePlayout", 4.32),
             ("ConfirmBargeIn", 4.4),
             ("TurnStarted", 4.4, 4.0),
@@ -183,7 +183,7 @@ CASES = {
         agent=AGENT,
         transcripts=((4400, "stop", True, True),),
         expected=(
-            ("PausePlayout", 4.06),
+            ("PausePlayout", 4.02),
             ("ResumePlayout", 4.32),
             ("ConfirmBargeIn", 4.4),
             ("TurnStarted", 4.4, 4.0),
@@ -194,7 +194,7 @@ CASES = {
         speech=((4000, 4120),),
         agent=AGENT,
         transcripts=((4700, "hm", True, False),),
-        expected=(("PausePlayout", 4.06), ("ResumePlayout", 4.32)),
+        expected=(("PausePlayout", 4.02), ("ResumePlayout", 4.32)),
     ),
     "words without caller speech never barge in": Case(
         speech=(),
@@ -274,12 +274,29 @@ def test_silence_is_detected_by_the_timer_without_more_frames() -> None:
 def test_paused_playout_resumes_on_the_timer() -> None:
     det = TurnDetector()
     det.agent_speaking(True, 3.0)
-    assert _fmts(_frames(det, 4000, 4120, True)) == [("PausePlayout", 4.06)]
+    assert _fmts(_frames(det, 4000, 4120, True)) == [("PausePlayout", 4.02)]
     assert det.state is TurnState.PENDING
     _frames(det, 4120, 4140, False)
     assert det.next_deadline() == pytest.approx(4.32)
     assert det.on_timer(4.32) == [ResumePlayout(4.32)]
     assert det.next_deadline() is None
+
+
+def test_one_voiced_frame_pauses_and_silence_resumes() -> None:
+    # The pause costs a false start only resume_silence_ms; waiting for onset_ms would add
+    # two frames to every real barge-in.
+    det = TurnDetector()
+    det.agent_speaking(True, 3.0)
+    assert _fmts(_frames(det, 4000, 4020, True)) == [("PausePlayout", 4.02)]
+    assert _fmts(_frames(det, 4020, 4220, False)) == [("ResumePlayout", 4.22)]
+    assert det.state is TurnState.IDLE
+
+
+def test_pause_onset_is_configurable() -> None:
+    det = TurnDetector(TurnConfig(pause_onset_ms=60))
+    det.agent_speaking(True, 3.0)
+    assert _frames(det, 4000, 4040, True) == []
+    assert _fmts(_frames(det, 4040, 4060, True)) == [("PausePlayout", 4.06)]
 
 
 def test_agent_stopping_during_a_pending_barge_in_hands_the_floor_to_the_caller() -> None:
@@ -314,7 +331,7 @@ def test_interruptibility_applies_to_speech_detected_after_the_change() -> None:
     _frames(det, 3600, 4200, False)
     det.set_interruptible(True)
     assert det.interruptible
-    assert _fmts(_frames(det, 4200, 4260, True)) == [("PausePlayout", 4.26)]
+    assert _fmts(_frames(det, 4200, 4260, True)) == [("PausePlayout", 4.22)]
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,21 @@ def test_piper_speech_is_mostly_speech(speech: bytes) -> None:
         assert share > 0.6, (aggressiveness, share)
 
 
+def test_speech_ends_with_the_sound(speech: bytes) -> None:
+    # webrtcvad alone holds "voiced" for a few frames after a sound stops; the energy floor
+    # ends speech with the last audible frame, so an end of turn is not delayed.
+    vad = Vad()
+    flags = [vad.is_speech(f) for f in frames(speech + audio.silence(0.5))]
+    assert not any(flags[len(frames(speech)):])
+
+
+def test_sound_below_the_floor_is_not_speech(speech: bytes) -> None:
+    x = np.frombuffer(speech, "<i2").astype(np.float32) * 10 ** (-45 / 20)  # RMS about -67 dBFS
+    faint = x.astype("<i2").tobytes()
+    assert voiced_share(Vad(), faint) < 0.05
+    assert voiced_share(Vad(floor_dbfs=-90), faint) > 0.2  # webrtcvad alone calls it speech
+
+
 def test_rejects_wrong_frame_size_and_mode() -> None:
     vad = Vad()
     with pytest.raises(ValueError):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway import metrics
 from gateway.agent import script as sc
-from gateway.errors import ProviderError
+from gateway.errors import CallError, ProviderError
 from gateway.frames import ToolCall, ToolSpec
 from gateway.providers.base import LanguageModel
 from gateway.session import CallSession, sentences
@@ -139,11 +139,23 @@ class LlmConversation:
         if call.name in ("end_conversation", "hangup", "transfer"):
             raise LlmEnd(call.name)
         if call.name == "send_dtmf":
-            return json.dumps({"ok": False, "error": "sending keypad tones is not supported yet"})
+            return await self._send_dtmf(call.arguments)
         tool = self._webhooks.get(call.name)
         if tool is None:
             return json.dumps({"error": f"no such tool: {call.name}"})
         return await asyncio.get_running_loop().run_in_executor(None, call_webhook, tool, call.arguments)
+
+    async def _send_dtmf(self, arguments: str) -> str:
+        """The model pressed keys (an IVR on the far side, a conference PIN): the result, or
+        the reason it failed, goes back to the model."""
+        try:
+            digits = str(json.loads(arguments or "{}").get("digits", ""))
+            method = await self.session.call.send_digits(digits)
+        except (ValueError, AttributeError) as exc:
+            return json.dumps({"ok": False, "error": str(exc)})
+        except CallError as exc:
+            return json.dumps({"ok": False, "error": f"the call has ended: {exc}"})
+        return json.dumps({"ok": True, "sent": digits, "method": method})
 
 
 __all__ = ["LlmConversation", "LlmEnd", "ProviderError", "call_webhook", "tool_specs"]

@@ -23,8 +23,9 @@ Decisions worth knowing
 - A turn ends `end_silence_ms` after the caller's last speech, or earlier on an ASR final with
   `speech_final` and words, but only once the VAD also hears silence (the VAD has the last word
   while the caller is audibly talking).
-- Barge-in: caller onset over interruptible agent audio pauses playout at once (PausePlayout).
-  It is confirmed when the burst has lasted `barge_in_min_ms` since its first voiced frame or
+- Barge-in: caller speech over interruptible agent audio pauses playout at once (PausePlayout),
+  after `pause_onset_ms` of voiced frames (one frame by default: the wire goes quiet within a
+  frame or two of the caller's onset, and a false start costs only a short pause). It is confirmed when the burst has lasted `barge_in_min_ms` since its first voiced frame or
   ASR produced words; only then is a turn started (ConfirmBargeIn then TurnStarted). If the caller
   is silent for `resume_silence_ms` first, playout resumes where it paused (ResumePlayout).
 - Words that arrive after such a resume (ASR lags the audio) still confirm that burst while the
@@ -66,12 +67,13 @@ class TurnConfig:
 
     frame_ms: int = 20
     onset_ms: int = 60
+    pause_onset_ms: int = 20
     end_silence_ms: int = 500
     barge_in_min_ms: int = 250
     resume_silence_ms: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("frame_ms", "onset_ms", "end_silence_ms", "resume_silence_ms"):
+        for name in ("frame_ms", "onset_ms", "pause_onset_ms", "end_silence_ms", "resume_silence_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.barge_in_min_ms < 0:
@@ -137,6 +139,7 @@ class TurnDetector:
         self._config = cfg
         self._frame = cfg.frame_ms / 1000
         self._onset = cfg.onset_ms / 1000
+        self._pause_onset = cfg.pause_onset_ms / 1000
         self._end_silence = cfg.end_silence_ms / 1000
         self._barge_min = cfg.barge_in_min_ms / 1000
         self._resume_silence = cfg.resume_silence_ms / 1000
@@ -174,7 +177,8 @@ class TurnDetector:
         if speaking:
             if self._run_start is None:
                 self._run_start = frame_start
-            if now - self._run_start + _EPS >= self._onset:
+            over_agent = self._state is TurnState.IDLE and self._can_barge_in()
+            if now - self._run_start + _EPS >= (self._pause_onset if over_agent else self._onset):
                 self._on_onset(self._run_start, now, out)
             if self._state is TurnState.PENDING and self._quiet_since is None and self._long_enough(now):
                 self._confirm(now, out)

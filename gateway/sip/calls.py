@@ -110,6 +110,19 @@ class GatewayCall(pj.Call):
             prm.statusCode = code
         self.hangup(prm)
 
+    def send_digits(self, digits: str) -> str:
+        """Send keypad tones: RFC 4733 events in the RTP stream, or SIP INFO when the far end
+        negotiated no telephone-event. Returns the method used."""
+        prm = pj.CallSendDtmfParam()
+        prm.digits = digits
+        prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
+        try:
+            self.sendDtmf(prm)
+        except pj.Error:
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            self.sendDtmf(prm)
+        return _DTMF_METHODS[prm.method]
+
     def listen(self, sink: Callable[[bytes], None]) -> None:
         """Hand the caller's audio frames to sink, from the clock thread."""
         self.sink = sink

@@ -1,6 +1,6 @@
 """Turn latency and barge-in stop time, measured on the wire at the caller.
 
-    .venv/bin/python -m tests.bench.bench_turns [--rounds 8] [--engines offline|instant|both]
+    .venv/bin/python -m tests.bench.bench_turns [--calls 8] [--rounds 4] [--engines offline|instant|both]
 
 offline: the embedded engines (faster-whisper tiny.en, piper). instant: zero-latency fake
 providers (tests/bench/instant.py), so what remains is the gateway's own media path plus the
@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.media.audio import load_wav, save_wav
+from gateway.sip.conversation import FRAME_BYTES, FrameVad, voiced_flags
 from tests.bench.bench_calls import cpu_seconds, pct
 from tests.support.gateway import GatewayProcess
 from tests.support.phones import call
@@ -43,7 +45,19 @@ steps:
 INSTANT = {"stt": ["tests.bench.instant:InstantSTT"], "tts": "tests.bench.instant:InstantTTS"}
 
 
-def run(engines: str, rounds: int, tmp: Path) -> dict[str, list[float]]:
+def crisp(path: Path) -> Path:
+    """The caller's turn with digital silence before its first and after its last voiced frame
+    (by the caller's own VAD), so that where speech starts and ends does not depend on which
+    detector listens: a fading tail would otherwise count as speech for one and not the other."""
+    pcm = load_wav(path)
+    frames = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    voiced = [k for k, v in enumerate(voiced_flags(frames, FrameVad())) if v]
+    keep = b"".join(frames[voiced[0]:voiced[-1] + 1])
+    save_wav(path, bytes(len(b"".join(frames[:voiced[0]]))) + keep + bytes(FRAME_BYTES * 10))
+    return path
+
+
+def run(engines: str, rounds: int, calls: int, tmp: Path) -> dict[str, list[float]]:
     plans = tmp / engines / "dialplans"
     (plans / "agents").mkdir(parents=True)
     (plans / "agents" / "bench.yaml").write_text(AGENT + "".join(LOOP % i for i in range(rounds)))
@@ -51,21 +65,24 @@ def run(engines: str, rounds: int, tmp: Path) -> dict[str, list[float]]:
     (plans / "bench.yaml").write_text('numbers: ["+15550400"]\nagent: agents/bench.yaml\n')
     (plans / "barge.yaml").write_text('numbers: ["+15550401"]\nagent: agents/barge.yaml\n')
     (plans / "default.yaml").write_text("reject: 404\n")
-    turn = speech_wav(tmp, "turn", "I am fine, thank you very much.")
+    turn = crisp(speech_wav(tmp, "turn", "I am fine, thank you very much."))
     extra = INSTANT if engines == "instant" else {}
     results: dict[str, list[float]] = {"turn": [], "barge": [], "inside": []}
     with GatewayProcess(tmp / engines, plans, extra=extra) as gw:
         assert gw.proc is not None
         time.sleep(3)  # let the worker warm its engines
         cpu0, t0 = cpu_seconds(gw.proc.pid), time.monotonic()
-        out = call(gw.target, "+15550400", *[a for _ in range(rounds) for a in ("--turn", str(turn))],
-                   "--hangup-after", "3", "--max-duration", str(30 + rounds * 15),
-                   timeout=60 + rounds * 20)["calls"][0]
+        # Several calls, because each call's media clock has its own phase against the
+        # caller's: within one call every turn is quantised the same way.
+        for _ in range(calls):
+            out = call(gw.target, "+15550400", *[a for _ in range(rounds) for a in ("--turn", str(turn))],
+                       "--hangup-after", "3", "--max-duration", str(30 + rounds * 15),
+                       timeout=60 + rounds * 20)["calls"][0]
+            results["turn"] += [t["latency_ms"] for t in out.get("turns", []) if t.get("latency_ms")]
         results["cpu"] = [(cpu_seconds(gw.proc.pid) - cpu0) / (time.monotonic() - t0)]
-        results["turn"] = [t["latency_ms"] for t in out.get("turns", []) if t.get("latency_ms")]
-        records = gw.wait_records(1)
-        results["inside"] = records[-1].get("turn_latencies_ms", [])
-        for _ in range(max(3, rounds // 2)):
+        for record in gw.wait_records(calls):
+            results["inside"] += record.get("turn_latencies_ms", [])
+        for _ in range(max(3, calls)):
             barge = call(gw.target, "+15550401", "--turn", str(turn), "--barge-in-ms", "1500",
                          "--hangup-after", "2", "--max-duration", "30")["calls"][0]
             results["barge"] += [t["barge_in_stop_ms"] for t in barge.get("turns", [])
@@ -83,13 +100,14 @@ def show(name: str, values: list[float], minus: float = 0.0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=4, help="caller turns per call")
+    parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--engines", choices=("offline", "instant", "both"), default="both")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as name:
         for engines in (("offline", "instant") if args.engines == "both" else (args.engines,)):
-            r = run(engines, args.rounds, Path(name))
+            r = run(engines, args.rounds, args.calls, Path(name))
             print(f"[{engines}]")
             print("  " + show("turn latency on the wire (caller's last voiced frame → agent's first)", r["turn"]))
             print("  " + show("  inside the gateway (end of speech → first frame to RTP)", r["inside"]))

@@ -1,6 +1,6 @@
 """Zero-latency providers, to measure the gateway's own share of a turn.
 
-InstantSTT: a "final transcript" the moment the caller's speech segment ends (VAD), with a fixed
+InstantSTT: a final transcript (not `speech_final`) the moment the caller's speech segment ends (VAD), with a fixed
 text. InstantTTS: a 1 s tone at once. Selected by name in gateway.yaml:
 `stt: ["tests.bench.instant:InstantSTT"]`, `tts: "tests.bench.instant:InstantTTS"`.
 """
@@ -26,8 +26,10 @@ class _InstantStream(SttStream):
         for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
             segment = self._segmenter.push(pcm[i:i + FRAME_BYTES])
             if segment is not None:
+                # Not speech_final: the turn then ends by the gateway's own endpointing
+                # (end_of_turn_ms of silence), which the benchmark subtracts.
                 self._events.put_nowait(TranscriptEvent(self._text, True, 1.0, segment.start,
-                                                        segment.end, speech_final=True))
+                                                        segment.end, speech_final=False))
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while (event := await self._events.get()) is not None:
