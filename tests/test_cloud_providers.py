@@ -415,3 +415,48 @@ def test_registry_local_names_resolve_lazily(monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(registry.make_stt("local"), WhisperSTT)
     assert isinstance(registry.make_tts("piper"), PiperTTS)
     assert isinstance(registry.make_tts("local"), PiperTTS)
+
+
+# -- the voice cache in front of a cloud voice ------------------------------------------------
+
+
+def test_repeated_phrase_is_synthesised_twice_then_served_from_disk(tmp_path: Any) -> None:
+    from gateway.providers.google_tts import GoogleTTS
+    from gateway.providers.tts_cache import CachedTTS
+
+    fixed, once = "Thanks for calling.", "Your order number is four two."
+
+    async def scenario() -> tuple[list[bytes], FakeGoogleTTS, CachedTTS]:
+        async with FakeGoogleTTS(seconds_per_char=0.01) as fake:
+            tts = CachedTTS(GoogleTTS(endpoint=fake.endpoint, insecure=True, mode="streaming"),  # type: ignore[arg-type]
+                            tmp_path, identity="en-US-Chirp3-HD-Charon")
+            out = []
+            for text in (fixed, once, fixed, fixed, fixed):
+                out.append(b"".join([c async for c in tts.synthesize(text)]))
+            return out, fake, tts
+
+    out, fake, tts = run(scenario())
+    assert fake.recorded.texts == [fixed, once, fixed]  # the third time on came from disk
+    assert tts.hits == 2
+    assert out[0] == out[2] == out[3] == out[4] and len(out[0]) == len(fixed) * 0.01 * 8000 * 2
+    assert len(list(tmp_path.glob("*.wav"))) == 1  # the one-off sentence was never stored
+
+
+def test_voice_cache_keys_on_voice_and_stays_bounded(tmp_path: Any) -> None:
+    from gateway.providers.google_tts import GoogleTTS
+    from gateway.providers.tts_cache import CachedTTS
+
+    async def scenario() -> FakeGoogleTTS:
+        async with FakeGoogleTTS(seconds_per_char=0.01) as fake:
+            inner = GoogleTTS(endpoint=fake.endpoint, insecure=True, mode="streaming")  # type: ignore[arg-type]
+            a = CachedTTS(inner, tmp_path, identity="voice-a", max_entries=2)
+            b = CachedTTS(inner, tmp_path, identity="voice-b", max_entries=2)
+            for tts in (a, a, b, b):  # each synthesises twice, so each stores its own copy
+                _ = [c async for c in tts.synthesize("Hello.")]
+            for text in ("One.", "One.", "Two.", "Two."):
+                _ = [c async for c in a.synthesize(text)]
+            return fake
+
+    fake = run(scenario())
+    assert fake.recorded.texts.count("Hello.") == 4  # voice b never replayed voice a's audio
+    assert len(list(tmp_path.glob("*.wav"))) == 2

@@ -321,3 +321,37 @@ def test_caller_context_is_fetched_at_call_start(tmp_path):
     said = [t["text"] for t in record["transcript"] if t["who"] == "agent"]
     assert "Hello Ada." in said, said
     assert "not_declared" not in record["variables"]
+
+
+AGENT_GREETING = """
+name: greeting
+disclosure: false
+steps:
+  - say: "Thank you for calling the test line."
+  - hangup: true
+"""
+
+
+def test_cloud_voice_speaks_and_a_repeated_phrase_comes_from_its_cache(tmp_path):
+    pytest.importorskip("google.cloud.texttospeech_v1", reason="pip install 'gateway[cloud]'")
+    from tests.fakes.google_tts_server import FakeGoogleTTS
+
+    fake = FakeGoogleTTS(seconds_per_char=0.04)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+    try:
+        plans = plans_dir(tmp_path, {"greeting": AGENT_GREETING})
+        extra = {"tts": "google", "provider_options": {"google": {"endpoint": fake.endpoint, "insecure": True}}}
+        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+            outs = [call(gw.target, "+15550301", "--record", str(tmp_path / f"r{i}.wav"),
+                         "--max-duration", "20")["calls"][0] for i in range(3)]
+            gw.wait_records(3)
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert [o["status"] for o in outs] == [200, 200, 200]
+    # Synthesised on the first two calls (the second stores it), read from disk on the third.
+    assert fake.recorded.texts == ["Thank you for calling the test line."] * 2
+    for i in range(3):  # every caller heard the voice: the fake's 440 Hz tone
+        assert dominant_frequency(load_wav(tmp_path / f"r{i}.wav")) == pytest.approx(440, abs=15)

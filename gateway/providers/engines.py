@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from gateway.config import Settings
 from gateway.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from gateway.providers.registry import make_llm, make_stt, make_tts
+from gateway.providers.tts_cache import CachedTTS
 
 _LOCAL = ("local", "whisper", "piper")
 
@@ -27,7 +29,10 @@ class Engines:
         if s.tts in _LOCAL:
             tts, fallback = local_tts, None
         else:
-            tts, fallback = make_tts(s.tts, **options.get(s.tts, {})), local_tts
+            # The offline voice caches its own renderings; a cloud voice gets a disk cache.
+            tts = CachedTTS(make_tts(s.tts, **options.get(s.tts, {})), s.cache_dir / "tts" / s.tts,
+                            identity=json.dumps(options.get(s.tts, {}), sort_keys=True, default=str))
+            fallback = local_tts
         llm = None
         if s.llm:
             llm_options = dict(s.llm)
