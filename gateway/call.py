@@ -140,7 +140,7 @@ class Call:
             await self._drained.wait()
 
     async def listen(self, sink: Callable[[bytes], None]) -> None:
-        """Send the caller's 20 ms PCM frames to sink (called on pjmedia's clock thread)."""
+        """Send the caller's PCM frames, one per media clock tick, to sink (on pjmedia's clock thread)."""
         await self.endpoint.call_command(self.key, "listen", sink)
 
     def clear_playout(self) -> None:

@@ -7,7 +7,7 @@ Each --say (rendered offline with piper, cached) or --play is one caller turn, i
 order. The pjsua2 softphone runs as a subprocess (`python -m gateway.sip.softphone call --turn
 ...`): it waits for the far end to speak and pause before each turn, plays the turn once, and
 hangs up once the far end has been quiet for --hangup-after seconds after the last one. All
-timing comes from its media clock (20 ms frame indices, both directions frame-aligned), not
+timing comes from its media clock (frame indices, 20 or 10 ms, both directions frame-aligned), not
 from wall time. The far end's speech is transcribed offline when faster-whisper and its
 tiny.en model are installed; without them the timeline simply has no words.
 """
@@ -106,6 +106,7 @@ def run_call(
     reply_timeout: float = 15.0,
     hangup_after: float = 2.0,
     max_duration: float = 60.0,
+    frame_ms: int = 20,
     transport: str = "udp",
     voice: str = "joe",
     cache_dir: Path = Path("var/cache/prompts"),
@@ -129,7 +130,7 @@ def run_call(
             "--transport", transport, "--from-user", "gateway-call",
             "--record-both", both, "--turn-gap-ms", str(turn_gap_ms), "--greeting-wait", str(greeting_wait),
             "--reply-timeout", str(reply_timeout), "--hangup-after", str(hangup_after),
-            "--max-duration", str(max_duration), "--listen",
+            "--max-duration", str(max_duration), "--frame-ms", str(frame_ms), "--listen",
         ]
         for wav in wavs:
             cmd += ["--turn", wav]
@@ -326,6 +327,8 @@ def build_parser(prog: str = "gateway call") -> argparse.ArgumentParser:
                    help="hang up if the far end does not start replying to a turn within this many seconds")
     p.add_argument("--hangup-after", type=float, default=2.0, help="seconds of far-end silence after the last turn")
     p.add_argument("--max-duration", type=float, default=60.0, help="hang up after this long whatever happens")
+    p.add_argument("--frame-ms", type=int, choices=(10, 20), default=20,
+                   help="media frame and RTP packet length, i.e. timing resolution (10 needs a gateway set to 10)")
     p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     p.add_argument("--voice", default="joe", help="offline voice for --say")
     p.add_argument("--cache-dir", type=Path, default=Path("var/cache/prompts"), help="rendered --say cache")
@@ -341,7 +344,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway call") -> int:
             args.number, to=args.to, turns=args.turns, dtmf=args.dtmf, record=args.record,
             record_both=args.record_both, turn_gap_ms=args.turn_gap_ms, barge_in_ms=args.barge_in_ms,
             greeting_wait=args.greeting_wait, reply_timeout=args.reply_timeout, hangup_after=args.hangup_after,
-            max_duration=args.max_duration,
+            max_duration=args.max_duration, frame_ms=args.frame_ms,
             transport=args.transport, voice=args.voice, cache_dir=args.cache_dir,
             transcribe=not args.no_transcript, log=sys.stderr if args.verbose else None,
         )

@@ -83,8 +83,8 @@ def _check(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     if errors:
         return 1
-    print(f"ok: config and {len(plans.plans) + (plans.default is not None)} dialplans in "
-          f"{settings.dialplans}")
+    print(f"ok: config ({settings.frame_ms} ms media frames) and "
+          f"{len(plans.plans) + (plans.default is not None)} dialplans in {settings.dialplans}")
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway import yamlfile
 from gateway.errors import ConfigError
+from gateway.media.framing import DEFAULT_FRAME_MS, FRAME_MS_CHOICES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIALPLANS = REPO_ROOT / "dialplans"
@@ -51,6 +52,8 @@ class Settings:
     public_address: str | None = None
     rtp_port_start: int = 20000
     rtp_port_count: int = 1000
+    # Media frame (and RTP packet) length for every call: 20, or 10 for lower latency.
+    frame_ms: int = DEFAULT_FRAME_MS
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9100
     dialplans: Path = DEFAULT_DIALPLANS
@@ -96,11 +99,12 @@ class Settings:
 
 
 _TOP_KEYS = {
-    "sip", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
+    "sip", "media", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
     "calls_per_worker", "drain_timeout", "records", "cache_dir", "log_level",
     "stt", "tts", "llm", "provider_options",
 }
 _SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
+_MEDIA_KEYS = {"frame_ms"}
 _METRICS_KEYS = {"address", "port"}
 _TRUNK_KEYS = {"name", "allow", "registrar", "username", "password_env", "expiry", "realm"}
 
@@ -157,6 +161,9 @@ def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
         take(sip, "public_address", "public_address", lambda n: None if n.is_null else n.as_str())
         take(sip, "rtp_port_start", "rtp_port_start", lambda n: n.as_int(at_least=1024, at_most=65534))
         take(sip, "rtp_port_count", "rtp_port_count", lambda n: n.as_int(at_least=2))
+    if (node := doc.get("media")) is not None:
+        media = node.fields(_MEDIA_KEYS, errors)
+        take(media, "frame_ms", "frame_ms", _frame_ms)
     if (node := doc.get("metrics")) is not None:
         met = node.fields(_METRICS_KEYS, errors)
         take(met, "address", "metrics_address", yamlfile.Node.as_str)
@@ -198,6 +205,13 @@ def _sip_uri(node: yamlfile.Node) -> str:
     if not text.startswith(("sip:", "sips:", "tel:")):
         raise node.error(f"expected a sip: URI, got {text!r}")
     return text
+
+
+def _frame_ms(node: yamlfile.Node) -> int:
+    value = node.as_int()
+    if value not in FRAME_MS_CHOICES:
+        raise node.error(f"frame_ms must be 10 or 20, got {value}")
+    return value
 
 
 def _log_level(node: yamlfile.Node) -> str:

@@ -33,7 +33,7 @@ DTMF_DIGITS = Counter(
 )
 TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
 RTP_FRAMES = Counter(
-    "gateway_rtp_frames", "20 ms audio frames exchanged with callers", ["direction"],
+    "gateway_rtp_frames", "audio frames (one per media.frame_ms) exchanged with callers", ["direction"],
     registry=REGISTRY,
 )
 PLAYOUT_UNDERRUNS = Counter(

@@ -234,7 +234,7 @@ class Worker:
 
     async def _converse(self, call: Call, script: AgentScript) -> str:
         """An agent script on the offline engines: hear, think, speak until the script ends."""
-        turn_config = TurnConfig()
+        turn_config = TurnConfig(frame_ms=self.settings.frame_ms)
         if script.end_of_turn_ms:
             turn_config = replace(turn_config, end_silence_ms=script.end_of_turn_ms)
         if script.barge_in_min_ms is not None:

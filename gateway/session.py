@@ -62,7 +62,9 @@ class CallSession:
         self._load_clip = load_clip
         self._keyterms = keyterms
         self.turns = tt.TurnDetector(turn_config)
-        self._vad = Vad()
+        # One frame size for the whole inbound path: the port's frames, the VAD, the turn clock.
+        self._frame_seconds = turn_config.frame_ms / 1000
+        self._vad = Vad(frame_ms=turn_config.frame_ms)
         self._frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._finals: list[TranscriptEvent] = []
         self._answers: deque[Answer] = deque()
@@ -106,14 +108,15 @@ class CallSession:
     # ---- hearing ----
     async def _hear(self) -> None:
         loop = asyncio.get_running_loop()
+        step = self._frame_seconds
         heard = 0
         origin = 0.0
         while True:
             frame = await self._frames.get()
-            # Frame times on the audio clock (earliest arrival + 20 ms per frame): arrival
+            # Frame times on the audio clock (earliest arrival + one frame per frame): arrival
             # times wobble by milliseconds, and a wobble across a deadline costs a whole frame.
-            origin = min(origin, loop.time() - heard * 0.02) if heard else loop.time()
-            now = origin + heard * 0.02
+            origin = min(origin, loop.time() - heard * step) if heard else loop.time()
+            now = origin + heard * step
             heard += 1
             self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
             if self._stream is not None:
@@ -168,7 +171,7 @@ class CallSession:
         """Wait for the recogniser to catch up with the turn, then hand over the words."""
         loop = asyncio.get_running_loop()
         # Recognisers time words by audio received; map the turn onto that clock from now.
-        audio_now = self._stream_frames * 0.02
+        audio_now = self._stream_frames * self._frame_seconds
         start = audio_now - (ended.at - ended.speech_start) - 0.3
         stop = audio_now - (ended.at - ended.speech_end) - 0.2
         deadline = loop.time() + _TRANSCRIPT_WAIT

@@ -5,8 +5,8 @@ actions it caused. Timers are data: the asyncio shell arms `next_deadline()` and
 `on_timer(now)`; nothing here sleeps or reads a clock.
 
 Inputs
-    on_vad(speaking, now)   one raw VAD decision per 20 ms frame of the CALLER's inbound stream.
-                            `now` is when the frame ended, so the frame covers [now - 20 ms, now).
+    on_vad(speaking, now)   one raw VAD decision per frame (`frame_ms`, 20 or 10) of the CALLER's
+                            inbound stream. `now` is when the frame ended: it covers [now - frame, now).
                             The gateway never mixes its own playout into that stream, so agent
                             audio cannot be mistaken for caller speech and no echo gate is needed.
     on_transcript(...)      ASR interim/final results, used as evidence, never as a trigger.
@@ -24,8 +24,9 @@ Decisions worth knowing
   `speech_final` and words, but only once the VAD also hears silence (the VAD has the last word
   while the caller is audibly talking).
 - Barge-in: caller speech over interruptible agent audio pauses playout at once (PausePlayout),
-  after `pause_onset_ms` of voiced frames (one frame by default: the wire goes quiet within a
-  frame or two of the caller's onset, and a false start costs only a short pause). It is confirmed when the burst has lasted `barge_in_min_ms` since its first voiced frame or
+  after `pause_onset_ms` of voiced frames (one 20 ms frame by default: the wire goes quiet within
+  a frame or two of the caller's onset, and a false start costs only a short pause). It stays
+  20 ms with 10 ms frames: the same evidence, so no more false pauses from a lone click. It is confirmed when the burst has lasted `barge_in_min_ms` since its first voiced frame or
   ASR produced words; only then is a turn started (ConfirmBargeIn then TurnStarted). If the caller
   is silent for `resume_silence_ms` first, playout resumes where it paused (ResumePlayout).
 - Words that arrive after such a resume (ASR lags the audio) still confirm that burst while the

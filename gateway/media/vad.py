@@ -1,4 +1,4 @@
-"""Voice activity detection on the call's 20 ms 8 kHz frames, and speech segmentation on top.
+"""Voice activity detection on the call's 8 kHz frames (20 or 10 ms), and speech segmentation on top.
 
 webrtcvad costs ~2 µs per frame, so it runs inline on every inbound frame. `Segmenter` is
 sans-IO: it counts frames instead of reading a clock, so the stream's timeline is exact and
@@ -14,15 +14,17 @@ import numpy as np
 import webrtcvad
 
 from gateway.media.audio import SAMPLE_RATE
+from gateway.media.framing import DEFAULT_FRAME_MS, check_frame_ms, frame_bytes
 
 __all__ = ["FRAME_BYTES", "FRAME_SECONDS", "Vad", "Segment", "Segmenter"]
 
-FRAME_SECONDS = 0.02
-FRAME_BYTES = 2 * round(SAMPLE_RATE * FRAME_SECONDS)  # 320: PCM16 mono
+# The Segmenter's frame (recognisers re-frame whatever the call delivers to this size).
+FRAME_SECONDS = DEFAULT_FRAME_MS / 1000
+FRAME_BYTES = frame_bytes(DEFAULT_FRAME_MS)  # 320: PCM16 mono
 
 
 class Vad:
-    """webrtcvad on 20 ms PCM16 8 kHz frames. Aggressiveness 0 (lenient) .. 3 (strict).
+    """webrtcvad on PCM16 8 kHz frames of `frame_ms` (20 or 10). Aggressiveness 0 (lenient) .. 3 (strict).
 
     A frame quieter than `floor_dbfs` (RMS) is never speech. webrtcvad alone keeps saying
     "voiced" for ~80 ms after a sound stops, which would delay every end of turn by as much;
@@ -30,18 +32,20 @@ class Vad:
     open and webrtcvad decides alone.
     """
 
-    def __init__(self, aggressiveness: int = 2, floor_dbfs: float = -50.0) -> None:
+    def __init__(self, aggressiveness: int = 2, floor_dbfs: float = -50.0,
+                 frame_ms: int = DEFAULT_FRAME_MS) -> None:
         if not 0 <= aggressiveness <= 3:
             raise ValueError(f"aggressiveness must be 0..3, not {aggressiveness}")
         self.aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
+        self.frame_bytes = frame_bytes(check_frame_ms(frame_ms))
         amplitude = 32768.0 * 10 ** (floor_dbfs / 20)
-        self._min_energy = amplitude * amplitude * (FRAME_BYTES // 2)
+        self._min_energy = amplitude * amplitude * (self.frame_bytes // 2)
 
     def is_speech(self, frame: bytes) -> bool:
-        if len(frame) != FRAME_BYTES:
-            # webrtcvad accepts 10/20/30 ms; insisting on 20 ms catches framing bugs early.
-            raise ValueError(f"VAD frame must be {FRAME_BYTES} bytes, not {len(frame)}")
+        if len(frame) != self.frame_bytes:
+            # webrtcvad accepts 10/20/30 ms; insisting on the call's frame catches framing bugs early.
+            raise ValueError(f"VAD frame must be {self.frame_bytes} bytes, not {len(frame)}")
         speech = self._vad.is_speech(frame, SAMPLE_RATE)  # always: it keeps state across frames
         x = np.frombuffer(frame, "<i2").astype(np.float32)
         return bool(speech) and float(np.dot(x, x)) >= self._min_energy

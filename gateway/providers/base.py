@@ -1,7 +1,8 @@
 """Provider interfaces. A vendor module implements only the abstract `_`-methods; the base
 classes own timeouts, error translation and stage-latency metrics.
 
-Audio everywhere is PCM16 mono 8 kHz (the call's rate); 20 ms = 320 bytes.
+Audio everywhere is PCM16 mono 8 kHz (the call's rate); 20 ms = 320 bytes. Recognisers get
+the call's frames as they come: 320 bytes each, or 160 with `media: {frame_ms: 10}`.
 """
 
 from __future__ import annotations

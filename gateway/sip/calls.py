@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from gateway.config import Settings
+from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip import pjutil
@@ -83,7 +84,8 @@ class GatewayCall(pj.Call):
         self.owner = owner
         self.info: InviteInfo | None = None
         # The buffer travels to asyncio, so its callback must not hold this pj object.
-        self.playout = PlayoutBuffer(on_drained=functools.partial(owner.post, ev.PlayoutDrained(self.key)))
+        self.playout = PlayoutBuffer(frame_bytes(owner.settings.frame_ms),
+                                     on_drained=functools.partial(owner.post, ev.PlayoutDrained(self.key)))
         self.port = None
         self.hung_up_locally = False
         self.sink: Callable[[bytes], None] | None = None
@@ -161,6 +163,12 @@ class GatewayCall(pj.Call):
                                      by_remote=not self.hung_up_locally))
         # pjsua reuses call ids at once: forget this object now so no command reaches it.
         self.owner.forget(self)
+
+    def onCallSdpCreated(self, prm: pj.OnCallSdpCreatedParam) -> None:  # noqa: N802
+        frame_ms = self.owner.settings.frame_ms
+        if frame_ms != DEFAULT_FRAME_MS:
+            # Ask the caller for packets as short as ours (10 ms): only then is the path faster.
+            prm.sdp.wholeSdp = pjutil.with_ptime(prm.sdp.wholeSdp, frame_ms)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
         ci = self.getInfo()

@@ -1,13 +1,13 @@
 """Frame-indexed turn-taking for the test phone, and wire-level timing from its two streams.
 
 Pure code (no pjsua2): the softphone's media port calls it from pjmedia's clock thread, one
-call per 20 ms tick and direction. Time is the tick index `k` of the call's media clock, never
-wall time. Within tick k the bridge first asks the port for the frame it sends (`tx(k)`), then
-hands it the frame it received (`on_rx(k, voiced)`), so sent frame k and received frame k share
-one clock instant.
+call per tick (one frame: 20 ms, or 10 ms with --frame-ms 10) and direction. Time is the tick
+index `k` of the call's media clock, never wall time. Within tick k the bridge first asks the
+port for the frame it sends (`tx(k)`), then hands it the frame it received (`on_rx(k, voiced)`),
+so sent frame k and received frame k share one clock instant.
 
 Conventions (used by the JSON, the tests and `gateway call`):
-  - a voiced frame k covers [k, k+1) x 20 ms; speech "starts" at the start of its first voiced
+  - a voiced frame k covers [k, k+1) x frame_ms; speech "starts" at the start of its first voiced
     frame and "ends" at the end of its last one;
   - `latency_ms` of a caller turn = start of the far end's first voiced frame after the turn
     minus the end of the turn's last voiced frame (0 = the reply begins the instant speech ends);
@@ -23,26 +23,24 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from gateway.media.framing import DEFAULT_FRAME_MS, SAMPLE_RATE, check_frame_ms, frame_bytes
+
 __all__ = [
     "FRAME_MS", "FRAME_BYTES", "FrameVad", "CallerScript", "Replier", "TurnRecord", "TurnRequest",
     "ReplyRecord", "voiced_flags", "segments", "analyse_turns",
 ]
 
-FRAME_MS = 20
-FRAME_BYTES = 320  # PCM16 mono 8 kHz
-RATE = 8000
+FRAME_MS = DEFAULT_FRAME_MS  # the default; everything below takes frame_ms where it matters
+FRAME_BYTES = frame_bytes(FRAME_MS)  # PCM16 mono 8 kHz
+RATE = SAMPLE_RATE
 T = TypeVar("T")
-
-
-def _frames(ms: float) -> int:
-    return max(0, round(ms / FRAME_MS))
 
 
 # --- VAD ----------------------------------------------------------------------------
 
 
 class FrameVad:
-    """Voiced/unvoiced per 20 ms frame, causal.
+    """Voiced/unvoiced per frame (`frame_ms`: 20 or 10), causal.
 
     "energy": RMS at or above `threshold_dbfs`. Frame-exact edges on a digital line.
     "webrtc": energy as above AND the loud stretch has been confirmed as speech by webrtcvad
@@ -52,7 +50,8 @@ class FrameVad:
     "auto": webrtc when `import webrtcvad` works, energy otherwise.
     """
 
-    def __init__(self, kind: str = "auto", *, threshold_dbfs: float = -45.0, aggressiveness: int = 2) -> None:
+    def __init__(self, kind: str = "auto", *, threshold_dbfs: float = -45.0, aggressiveness: int = 2,
+                 frame_ms: int = FRAME_MS) -> None:
         if kind not in ("auto", "energy", "webrtc"):
             raise ValueError(f"VAD kind must be auto, energy or webrtc, not {kind!r}")
         self._webrtc: Any = None
@@ -65,17 +64,20 @@ class FrameVad:
                 self._webrtc = None
         self.kind = "webrtc" if self._webrtc is not None else "energy"
         self.threshold_dbfs = threshold_dbfs
+        self.frame_ms = check_frame_ms(frame_ms)
+        self.frame_bytes = frame_bytes(frame_ms)
         amp = 32768.0 * 10 ** (threshold_dbfs / 20)
-        self._min_sumsq = amp * amp * (FRAME_BYTES // 2)
+        self._min_sumsq = amp * amp * (self.frame_bytes // 2)
         self._aggressiveness = aggressiveness
         self._latched = False
 
     def fresh(self) -> FrameVad:
         """A new detector with the same settings (no state carried over)."""
-        return FrameVad(self.kind, threshold_dbfs=self.threshold_dbfs, aggressiveness=self._aggressiveness)
+        return FrameVad(self.kind, threshold_dbfs=self.threshold_dbfs, aggressiveness=self._aggressiveness,
+                        frame_ms=self.frame_ms)
 
     def loud(self, frame: bytes) -> bool:
-        if len(frame) != FRAME_BYTES:
+        if len(frame) != self.frame_bytes:
             return False
         x = np.frombuffer(frame, "<i2").astype(np.float32)
         return float(np.dot(x, x)) >= self._min_sumsq
@@ -84,7 +86,7 @@ class FrameVad:
         loud = self.loud(frame)
         if self._webrtc is None:
             return loud
-        speech = len(frame) == FRAME_BYTES and bool(self._webrtc.is_speech(frame, RATE))  # keep its state fed
+        speech = len(frame) == self.frame_bytes and bool(self._webrtc.is_speech(frame, RATE))  # keep its state fed
         if not loud:
             self._latched = False
             return False
@@ -288,13 +290,15 @@ class ReplyRecord:
     start: int
     end: int | None = None  # tick after the last frame played
     stopped: bool = False  # cut short because the caller talked over it
+    frame_ms: int = FRAME_MS
 
     def to_json(self) -> dict[str, Any]:
+        ms = self.frame_ms
         return {
-            "heard_end_s": _s(self.heard_end + 1),
-            "start_s": _s(self.start),
-            "gap_ms": (self.start - self.heard_end - 1) * FRAME_MS,
-            "end_s": _s(self.end) if self.end is not None else None,
+            "heard_end_s": _s(self.heard_end + 1, ms),
+            "start_s": _s(self.start, ms),
+            "gap_ms": (self.start - self.heard_end - 1) * ms,
+            "end_s": _s(self.end, ms) if self.end is not None else None,
             "stopped": self.stopped,
         }
 
@@ -306,8 +310,10 @@ class Replier(Generic[T]):
     spoken `stop_frames` consecutive voiced frames over it (barge-in)."""
 
     def __init__(
-        self, reply: Sequence[T], *, delay_frames: int, greeting: Sequence[T] = (), stop_frames: int | None = None
+        self, reply: Sequence[T], *, delay_frames: int, greeting: Sequence[T] = (), stop_frames: int | None = None,
+        frame_ms: int = FRAME_MS,
     ) -> None:
+        self._frame_ms = frame_ms
         self._reply = list(reply)
         self._greeting = list(greeting)
         self._delay = max(0, delay_frames)
@@ -331,7 +337,7 @@ class Replier(Generic[T]):
         if self._playing is not None and self._stop is not None and self._run >= self._stop:
             self._end(k, stopped=True)
         if self._playing is None and self._reply and self._heard and k - self._last_voiced - 1 >= self._delay:
-            self.records.append(ReplyRecord(self._last_voiced, k))
+            self.records.append(ReplyRecord(self._last_voiced, k, frame_ms=self._frame_ms))
             self._playing, self._pos, self._heard = self._reply, 0, False
         if self._playing is None:
             return None
@@ -352,8 +358,8 @@ class Replier(Generic[T]):
 # --- analysis -------------------------------------------------------------------------
 
 
-def _s(k: int) -> float:
-    return round(k * FRAME_MS / 1000, 3)
+def _s(k: int, frame_ms: int) -> float:
+    return round(k * frame_ms / 1000, 3)
 
 
 def analyse_turns(
@@ -362,8 +368,9 @@ def analyse_turns(
     turns: Sequence[TurnRecord],
     *,
     merge_frames: int = 10,
+    frame_ms: int = FRAME_MS,
 ) -> dict[str, Any]:
-    """Per-turn timing from the frame-aligned voiced flags of both directions.
+    """Per-turn timing from the frame-aligned voiced flags of both directions (frames of `frame_ms`).
 
     Returns {"turns": [...], "segments": {"caller": [[start_s, end_s]...], "far_end": [...]}}.
     A turn's reply is the first far-end speech segment that starts after the turn's last
@@ -387,8 +394,8 @@ def analyse_turns(
         item: dict[str, Any] = {
             "index": i + 1,
             "trigger": rec.trigger,
-            "sent_start_s": _s(onset) if onset is not None else None,
-            "sent_end_s": _s(last + 1) if last is not None else None,
+            "sent_start_s": _s(onset, frame_ms) if onset is not None else None,
+            "sent_end_s": _s(last + 1, frame_ms) if last is not None else None,
             "reply_start_s": None,
             "reply_end_s": None,
             "latency_ms": None,
@@ -397,19 +404,19 @@ def analyse_turns(
         if last is not None:
             reply = next((seg for seg in far if seg[0] > last and (limit is None or seg[0] < limit)), None)
             if reply is not None:
-                item["reply_start_s"], item["reply_end_s"] = _s(reply[0]), _s(reply[1] + 1)
-                item["latency_ms"] = (reply[0] - last - 1) * FRAME_MS
+                item["reply_start_s"], item["reply_end_s"] = _s(reply[0], frame_ms), _s(reply[1] + 1, frame_ms)
+                item["latency_ms"] = (reply[0] - last - 1) * frame_ms
         if onset is not None:
             talking = next((seg for seg in reversed(far) if seg[0] <= onset), None)
             if talking is not None and onset - talking[1] - 1 < merge_frames:
-                item["barge_in_stop_ms"] = max(0, talking[1] + 1 - onset) * FRAME_MS
+                item["barge_in_stop_ms"] = max(0, talking[1] + 1 - onset) * frame_ms
         out.append(item)
     mine = segments(sent, merge_frames)
     return {
         "turns": out,
         "segments": {
-            "caller": [[_s(a), _s(b + 1)] for a, b in mine],
-            "far_end": [[_s(a), _s(b + 1)] for a, b in far],
+            "caller": [[_s(a, frame_ms), _s(b + 1, frame_ms)] for a, b in mine],
+            "far_end": [[_s(a, frame_ms), _s(b + 1, frame_ms)] for a, b in far],
         },
     }
 
@@ -420,7 +427,8 @@ class MediaLog:
 
     sent: list[bytes] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
-    ticks: int = 0  # 20 ms frames the call's media clock ran for
+    ticks: int = 0  # frames the call's media clock ran for
+    frame_ms: int = FRAME_MS
     t0_monotonic: float | None = None  # best estimate of tick 0's time.monotonic()
     late_max: float = 0.0  # seconds: the latest any tick ran after its slot (a starved clock thread)
     vad: str = "energy"

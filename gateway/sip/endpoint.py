@@ -67,7 +67,7 @@ class SipEndpoint:
         self._stopping = threading.Event()
         self.policy = IncomingPolicy(settings)
         self.calls: dict[int, GatewayCall] = {}
-        self.ports = PortPool()
+        self.ports = PortPool(settings.frame_ms)
         self.trunks: list[TrunkAccount] = []
         self._accounts: list[pj.Account] = []
         self._ep: pj.Endpoint | None = None
@@ -184,7 +184,8 @@ class SipEndpoint:
         cfg.medConfig.sndClockRate = CLOCK_RATE
         cfg.medConfig.noVad = True
         cfg.medConfig.ecTailLen = 0
-        cfg.medConfig.ptime = 20
+        # Bridge tick and RTP packets of settings.frame_ms (10 ms: DESIGN §3's low-latency profile).
+        pjutil.media_frames(cfg.medConfig, s.frame_ms)
         ep.libInit(cfg)
         bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
@@ -195,8 +196,9 @@ class SipEndpoint:
         ep.libStart()
         ep.audDevManager().setNullDev()
         profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
-        enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])])
-        log.info("codecs: %s", ", ".join(enabled))
+        enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])],
+                                              frame_ms=s.frame_ms)
+        log.info("codecs: %s; %d ms frames", ", ".join(enabled), s.frame_ms)
         local = _Account(self)
         acfg = pj.AccountConfig()
         host = s.public_address or (s.sip_address if s.sip_address not in ("0.0.0.0", "") else "localhost")

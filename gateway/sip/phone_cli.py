@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--vad", choices=("auto", "energy", "webrtc"), default="auto",
                         help="voiced-frame detector for turns and timing (auto: webrtcvad if installed)")
     common.add_argument("--vad-threshold-db", type=float, default=-45.0, help="frame RMS (dBFS) counted as loud")
+    common.add_argument("--frame-ms", type=int, choices=(10, 20), default=20,
+                        help="media frame and RTP packet length; 10 needs a peer that sends 10 ms packets too")
     c = sub.add_parser("call", parents=[common], help="place call(s) and report the outcome")
     c.add_argument("--to", required=True, help="HOST:PORT of the far end")
     c.add_argument("--number", required=True, help="user part of the Request-URI")

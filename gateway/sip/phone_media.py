@@ -1,6 +1,6 @@
 """Audio for the test softphone: play sources, WAV files and its frame-aligned media port.
 
-The port's callbacks run on pjmedia's clock thread. Within one 20 ms tick the conference
+The port's callbacks run on pjmedia's clock thread. Within one tick (one frame) the conference
 bridge first reads every port (our onFrameRequested: the frame we send) and then writes every
 port (our onFrameReceived: the frame we got), so both callbacks of tick k share index k:
 `sent[k]` left us and `received[k]` reached us at the same instant of the call's media clock.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pjsua2 as pj
 
+from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.sip import pjutil
 from gateway.sip.conversation import CallerScript, FrameVad, MediaLog, Replier
 
@@ -25,28 +26,28 @@ __all__ = [
 ]
 
 RATE = pjutil.CLOCK_RATE
-FRAME_BYTES = pjutil.FRAME_BYTES
-FRAME_S = pjutil.PTIME_MS / 1000
-SILENCE = bytes(FRAME_BYTES)
+SILENCE = bytes(frame_bytes(DEFAULT_FRAME_MS))
 
 
-def load_play_frames(spec: str | None) -> list[bytes]:
-    """`tone:HZ`, a WAV path, or None (silence) -> 20 ms PCM16 8 kHz frames to loop."""
+def load_play_frames(spec: str | None, frame_ms: int = DEFAULT_FRAME_MS) -> list[bytes]:
+    """`tone:HZ`, a WAV path, or None (silence) -> PCM16 8 kHz frames of frame_ms to loop."""
+    silence = bytes(frame_bytes(frame_ms))
     if not spec:
-        return [SILENCE]
+        return [silence]
     if spec.startswith("tone:"):
         hz = float(spec[5:])
         t = np.arange(RATE) / RATE  # one second: whole cycles for integer HZ, seamless loop
         pcm = (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
     else:
         pcm = read_wav_8k(Path(spec))
-    return split_frames(pcm.tobytes()) or [SILENCE]
+    return split_frames(pcm.tobytes(), frame_ms) or [silence]
 
 
-def split_frames(data: bytes) -> list[bytes]:
-    """PCM16 8 kHz bytes -> 20 ms frames, the last one padded with silence."""
-    data += bytes(-len(data) % FRAME_BYTES)
-    return [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)]
+def split_frames(data: bytes, frame_ms: int = DEFAULT_FRAME_MS) -> list[bytes]:
+    """PCM16 8 kHz bytes -> frames of frame_ms, the last one padded with silence."""
+    size = frame_bytes(frame_ms)
+    data += bytes(-len(data) % size)
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def read_wav_8k(path: Path) -> np.ndarray:
@@ -77,9 +78,10 @@ def write_wav(path: str, frames: list[bytes]) -> None:
 
 def write_stereo_wav(path: str, left: list[bytes], right: list[bytes]) -> None:
     """Two frame-aligned streams as one stereo WAV (left, right), the shorter padded."""
-    n = max(len(left), len(right))
-    a = np.frombuffer(b"".join(left) + SILENCE * (n - len(left)), "<i2")
-    b = np.frombuffer(b"".join(right) + SILENCE * (n - len(right)), "<i2")
+    a_pcm, b_pcm = b"".join(left), b"".join(right)
+    n = max(len(a_pcm), len(b_pcm))
+    a = np.frombuffer(a_pcm + bytes(n - len(a_pcm)), "<i2")
+    b = np.frombuffer(b_pcm + bytes(n - len(b_pcm)), "<i2")
     with wave.open(path, "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
@@ -91,9 +93,10 @@ class FrameBank:
     """Every frame a phone may send, as bytes and as a prebuilt ByteVector (no conversion on
     the clock thread). Directors and loops refer to frames by their index here; 0 is silence."""
 
-    def __init__(self) -> None:
-        self.data: list[bytes] = [SILENCE]
-        self.vecs: list[pj.ByteVector] = [pj.ByteVector(SILENCE)]
+    def __init__(self, frame_ms: int = DEFAULT_FRAME_MS) -> None:
+        silence = bytes(frame_bytes(frame_ms))
+        self.data: list[bytes] = [silence]
+        self.vecs: list[pj.ByteVector] = [pj.ByteVector(silence)]
 
     def add(self, frames: list[bytes]) -> list[int]:
         first = len(self.data)
@@ -115,8 +118,13 @@ class MediaPort(pj.AudioMediaPort):
         director: CallerScript[int] | Replier[int] | None = None,
         vad: FrameVad | None = None,
         keep: bool = False,
+        frame_ms: int = DEFAULT_FRAME_MS,
     ) -> None:
         super().__init__()
+        self.frame_ms = frame_ms
+        self._frame_s = frame_ms / 1000
+        self._frame_bytes = frame_bytes(frame_ms)
+        self._silence = bytes(self._frame_bytes)
         self._vecs = bank.vecs
         self._data = bank.data
         self._loop = loop or [0]
@@ -129,7 +137,7 @@ class MediaPort(pj.AudioMediaPort):
         self.sent: list[int] = []  # bank index per tick
         self.received: list[bytes] = []
         self.frames_received = 0
-        self.t0 = math.inf  # min over ticks of monotonic() - k x 20 ms: a tick is late, never early
+        self.t0 = math.inf  # min over ticks of monotonic() - k x frame: a tick is late, never early
         self._t_max = -math.inf  # max of the same: how late the latest tick was
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
@@ -138,7 +146,7 @@ class MediaPort(pj.AudioMediaPort):
             return
         k = self.tick
         self.tick = k + 1
-        t0 = time.monotonic() - k * FRAME_S
+        t0 = time.monotonic() - k * self._frame_s
         if t0 < self.t0:
             self.t0 = t0
         if t0 > self._t_max:
@@ -160,15 +168,15 @@ class MediaPort(pj.AudioMediaPort):
         if k < 0:
             return  # the bridge sends heart-beat frames before we are connected both ways
         data = pjutil.read_frame_bytes(frame) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else b""
-        if len(data) != FRAME_BYTES:
-            data = SILENCE  # a NONE frame still took 20 ms
+        if len(data) != self._frame_bytes:
+            data = self._silence  # a NONE frame still took a tick
         self.frames_received += 1
         if self._keep:
             rec = self.received
             if len(rec) > k:
-                return  # never two writes per tick with one 20 ms bridge; keep the first
+                return  # never two writes per tick with one bridge clock; keep the first
             while len(rec) < k:
-                rec.append(SILENCE)
+                rec.append(self._silence)
             rec.append(data)
         director, vad = self.director, self._vad
         if director is not None and vad is not None:
@@ -182,6 +190,7 @@ class MediaPort(pj.AudioMediaPort):
             sent=[data[i] for i in self.sent],
             received=list(self.received),
             ticks=self.tick,
+            frame_ms=self.frame_ms,
             t0_monotonic=None if self.t0 == math.inf else self.t0,
             late_max=max(0.0, self._t_max - self.t0),
             vad=self._vad.kind if self._vad is not None else "",

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.sip.conversation import FRAME_MS, CallerScript, MediaLog, Replier
+from gateway.sip.conversation import CallerScript, MediaLog, Replier
 
 __all__ = ["Leg"]
 
@@ -105,14 +105,14 @@ class Leg:
         }
 
     def clock_json(self) -> dict[str, Any] | None:
-        """The call's media clock: frame k spans [k, k+1) x 20 ms from `t0_monotonic`
+        """The call's media clock: frame k spans [k, k+1) x frame_ms from `t0_monotonic`
         (time.monotonic() of this process, i.e. the host's CLOCK_MONOTONIC)."""
         m = self.media
         if m is None:
             return None
         t0 = m.t0_monotonic
         return {
-            "frame_ms": FRAME_MS,
+            "frame_ms": m.frame_ms,
             "frames": m.ticks,
             "t0_monotonic": round(t0, 6) if t0 is not None else None,
             "start_after_invite_s": round(t0 - self.t0, 3) if t0 is not None else None,

@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 
 import pjsua2 as pj
 
-CLOCK_RATE = 8000
-PTIME_MS = 20
-FRAME_BYTES = CLOCK_RATE * PTIME_MS // 1000 * 2  # PCM16 mono: 320 bytes per 20 ms
+from gateway.media.framing import DEFAULT_FRAME_MS, SAMPLE_RATE, frame_bytes
+
+CLOCK_RATE = SAMPLE_RATE
+PTIME_MS = DEFAULT_FRAME_MS
+FRAME_BYTES = frame_bytes(PTIME_MS)  # PCM16 mono: 320 bytes per 20 ms
 
 # Offered in this order; everything else (speex, iLBC, GSM, L16) is disabled, or two
 # pjsua peers settle on speex/16000. telephone-event is added to the SDP by pjsua itself.
@@ -24,9 +26,10 @@ DEFAULT_CODECS: tuple[str, ...] = ("PCMU/8000", "PCMA/8000", "G722/16000")
 
 
 def endpoint_config(
-    *, log_level: int = 1, max_calls: int = 4, user_agent: str = "gateway"
+    *, log_level: int = 1, max_calls: int = 4, user_agent: str = "gateway", frame_ms: int = PTIME_MS
 ) -> pj.EpConfig:
-    """EpConfig for an Endpoint polled by one thread with libHandleEvents()."""
+    """EpConfig for an Endpoint polled by one thread with libHandleEvents(), its media clock
+    ticking every `frame_ms` (see media_frames)."""
     cfg = pj.EpConfig()
     ua = cfg.uaConfig
     ua.threadCnt = 0  # no pjsua worker threads: the owner thread polls
@@ -40,13 +43,25 @@ def endpoint_config(
     med.sndClockRate = CLOCK_RATE
     med.noVad = True
     med.ecTailLen = 0
+    if frame_ms != PTIME_MS:
+        media_frames(med, frame_ms)
     return cfg
 
 
+def media_frames(med: pj.MediaConfig, frame_ms: int) -> None:
+    """Bridge clock and RTP packets of `frame_ms`. `ptime` makes every stream send packets of
+    that length whatever the codec's default or the peer's a=ptime says (pjsua overrides the
+    stream's frames per packet with it); set_codec_priorities(frame_ms=...) puts the same
+    packetisation into the SDP offer (a=ptime)."""
+    med.audioFramePtime = frame_ms
+    med.ptime = frame_ms
+
+
 def set_codec_priorities(
-    ep: pj.Endpoint, order: Sequence[str] = DEFAULT_CODECS, *, plc: bool = False
+    ep: pj.Endpoint, order: Sequence[str] = DEFAULT_CODECS, *, plc: bool = False, frame_ms: int = PTIME_MS
 ) -> list[str]:
-    """Enable exactly `order` (id prefixes such as "PCMU/8000"); returns enabled ids, best first."""
+    """Enable exactly `order` (id prefixes such as "PCMU/8000"); returns enabled ids, best first.
+    Codecs with 10 ms frames (G.711, G.722) are packed `frame_ms` to an RTP packet."""
     ids = [info.codecId for info in ep.codecEnum2()]
     for codec_id in ids:
         ep.codecSetPriority(codec_id, 0)
@@ -56,11 +71,38 @@ def set_codec_priorities(
             if codec_id.lower().startswith(prefix.lower()) and codec_id not in enabled:
                 ep.codecSetPriority(codec_id, 255 - rank)
                 enabled.append(codec_id)
+                param = ep.codecGetParam(codec_id)
+                changed = False
                 if codec_id.startswith(("PCMU", "PCMA")) and not plc:
-                    param = ep.codecGetParam(codec_id)
                     param.setting.plc = False  # a lost packet becomes silence, not a guess
+                    changed = True
+                per_packet = frame_ms // param.info.frameLen if param.info.frameLen else 0
+                if per_packet >= 1 and frame_ms % param.info.frameLen == 0 \
+                        and param.setting.frmPerPkt != per_packet:
+                    param.setting.frmPerPkt = per_packet
+                    changed = True
+                if changed:
                     ep.codecSetParam(codec_id, param)
     return enabled
+
+
+def with_ptime(sdp: str, ptime_ms: int) -> str:
+    """The SDP with `a=ptime` in each audio section that has none: pjsua sends packets of its
+    configured length but does not say so, and a peer sends what the SDP asks for."""
+    lines = sdp.split("\r\n")
+    out: list[str] = []
+    in_audio = has_ptime = False
+    for line in lines:
+        if line.startswith("m=") or (line == "" and in_audio):
+            if in_audio and not has_ptime:
+                out.append(f"a=ptime:{ptime_ms}")
+            in_audio, has_ptime = line.startswith("m=audio"), False
+        elif line.startswith("a=ptime:"):
+            has_ptime = True
+        out.append(line)
+    if in_audio and not has_ptime:
+        out.append(f"a=ptime:{ptime_ms}")
+    return "\r\n".join(out)
 
 
 def pcm_port_format(clock_rate: int = CLOCK_RATE, ptime_ms: int = PTIME_MS) -> pj.MediaFormatAudio:

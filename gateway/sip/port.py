@@ -1,4 +1,4 @@
-"""The per-call 20 ms audio port, and a pool that never destroys a running port.
+"""The per-call audio port (one frame per media clock tick), and a pool that never destroys a running port.
 
 Runs on pjmedia's clock thread: keep the callbacks trivial. Destroying ports while the
 clock runs crashed the process under load, so ports are parked and reused instead.
@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pjsua2 as pj
 
+from gateway.media.framing import DEFAULT_FRAME_MS, SAMPLE_RATE
 from gateway.media.playout import PlayoutBuffer
 
-FRAME_MS = 20
-CLOCK_RATE = 8000
+CLOCK_RATE = SAMPLE_RATE
 _REST_SECONDS = 0.6  # the bridge detaches ports asynchronously; let it finish first
 
 
@@ -53,7 +53,8 @@ class CallAudioPort(pj.AudioMediaPort):
 class PortPool:
     """Hands out idle ports; a released port rests before reuse. pj thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, frame_ms: int = DEFAULT_FRAME_MS) -> None:
+        self.frame_ms = frame_ms
         self._idle: list[tuple[float, CallAudioPort]] = []
         self._all: list[CallAudioPort] = []
         self._seen = (0, 0)
@@ -70,7 +71,7 @@ class PortPool:
         fmt.clockRate = CLOCK_RATE
         fmt.channelCount = 1
         fmt.bitsPerSample = 16
-        fmt.frameTimeUsec = FRAME_MS * 1000
+        fmt.frameTimeUsec = self.frame_ms * 1000
         port.createPort(f"call{len(self._all)}", fmt)
         self._all.append(port)
         return port

@@ -31,7 +31,7 @@ from typing import Any
 import pjsua2 as pj
 
 from gateway.sip import pjutil
-from gateway.sip.conversation import FRAME_MS, CallerScript, FrameVad, MediaLog, Replier, analyse_turns, voiced_flags
+from gateway.sip.conversation import CallerScript, FrameVad, MediaLog, Replier, analyse_turns, voiced_flags
 from gateway.sip.live_turns import LiveTurns
 from gateway.sip.phone_cli import MAX_CALLS, build_parser
 from gateway.sip.phone_media import FrameBank, MediaPort, load_play_frames, write_stereo_wav, write_wav
@@ -76,6 +76,10 @@ class _Call(pj.Call):
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self._phone.on_media(self._slot, self)
 
+    def onCallSdpCreated(self, prm: pj.OnCallSdpCreatedParam) -> None:
+        if self._phone.frame_ms != pjutil.PTIME_MS:
+            prm.sdp.wholeSdp = pjutil.with_ptime(prm.sdp.wholeSdp, self._phone.frame_ms)
+
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self._slot.leg.dtmf_received += prm.digit
         how = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
@@ -108,29 +112,35 @@ class _Phone:
         self.answer_mode = args.mode == "answer"
         self.slots: list[_Slot] = []
         self.stop_requested = False
-        self.bank = FrameBank()
-        self._loop = self.bank.add(load_play_frames(args.play)) if args.play else [0]
-        self.vad = FrameVad(args.vad, threshold_dbfs=args.vad_threshold_db)
+        self.frame_ms: int = args.frame_ms
+        self.bank = FrameBank(self.frame_ms)
+        self._loop = self.bank.add(self.load_frames(args.play)) if args.play else [0]
+        self.vad = FrameVad(args.vad, threshold_dbfs=args.vad_threshold_db, frame_ms=self.frame_ms)
         if self.answer_mode:
             self._turns: list[list[int]] = []
-            self._reply = self.bank.add(load_play_frames(args.reply)) if args.reply else []
-            self._greeting = self.bank.add(load_play_frames(args.greeting)) if args.greeting else []
+            self._reply = self.bank.add(self.load_frames(args.reply)) if args.reply else []
+            self._greeting = self.bank.add(self.load_frames(args.greeting)) if args.greeting else []
         else:
-            self._turns = [self.bank.add(load_play_frames(path)) for path in args.turn]
+            self._turns = [self.bank.add(self.load_frames(path)) for path in args.turn]
             self._reply = self._greeting = []
         self.ep: pj.Endpoint | None = None
         self.acc: _Account | None = None
         self.port = 0
         self.live: LiveTurns | None = None  # --live-turns: further turns come from our parent
 
+    def load_frames(self, spec: str) -> list[bytes]:
+        """A play source cut into this phone's frames (any thread)."""
+        return load_play_frames(spec, self.frame_ms)
+
     # lifecycle
     def start(self) -> None:
         a = self.args
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
-        ep.libInit(pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone"))
+        ep.libInit(pjutil.endpoint_config(log_level=a.log_level, user_agent="gateway-softphone",
+                                          frame_ms=self.frame_ms))
         ep.audDevManager().setNullDev()  # setNoDev would leave the bridge without a clock
-        pjutil.set_codec_priorities(ep)
+        pjutil.set_codec_priorities(ep, frame_ms=self.frame_ms)
         tcp = a.transport == "tcp"
         tcfg = pjutil.transport_config(a.bind, a.port, tcp=tcp)
         tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TCP if tcp else pj.PJSIP_TRANSPORT_UDP, tcfg)
@@ -305,7 +315,7 @@ class _Phone:
             slot.media_index = mi.index
             if slot.port is None:
                 slot.port = self._media_port(slot)
-                slot.port.createPort(f"softphone-{slot.leg.index}", pjutil.pcm_port_format())
+                slot.port.createPort(f"softphone-{slot.leg.index}", pjutil.pcm_port_format(ptime_ms=self.frame_ms))
                 si = call.getStreamInfo(mi.index)
                 slot.leg.codec = f"{si.codecName}/{si.codecClockRate}"
                 slot.leg.event(f"media active {slot.leg.codec}")
@@ -315,23 +325,24 @@ class _Phone:
             am.startTransmit(slot.port)
 
     def _media_port(self, slot: _Slot) -> MediaPort:
-        leg, a = slot.leg, self.args
-        fps = 1000 / FRAME_MS
+        leg, a, frame_ms = slot.leg, self.args, self.frame_ms
+        fps = 1000 / frame_ms
         hangup_s = a.hangup_after if a.hangup_after is not None else 2.0
         director: CallerScript[int] | Replier[int] | None = None
         if self.answer_mode and (self._reply or self._greeting):
             director = leg.replier = Replier(
                 self._reply,
-                delay_frames=round(a.reply_delay_ms / FRAME_MS),
+                delay_frames=round(a.reply_delay_ms / frame_ms),
                 greeting=self._greeting,
-                stop_frames=round(a.reply_stop_ms / FRAME_MS) if a.reply_stop_ms is not None else None,
+                stop_frames=round(a.reply_stop_ms / frame_ms) if a.reply_stop_ms is not None else None,
+                frame_ms=frame_ms,
             )
         elif not self.answer_mode and (self._turns or a.listen or self.live) and slot.parent is None:
             director = leg.script = CallerScript(
                 self._turns,
-                gap_frames=round(a.turn_gap_ms / FRAME_MS),
+                gap_frames=round(a.turn_gap_ms / frame_ms),
                 hangup_frames=round(hangup_s * fps),
-                barge_frames=round(a.barge_in_ms / FRAME_MS) if a.barge_in_ms is not None else None,
+                barge_frames=round(a.barge_in_ms / frame_ms) if a.barge_in_ms is not None else None,
                 greeting_frames=round(a.greeting_wait * fps),
                 reply_frames=round(a.reply_timeout * fps),
                 not_before=round((max((at for _, at in a.dtmf), default=0.0) + hangup_s) * fps),
@@ -339,7 +350,7 @@ class _Phone:
             )
         keep = bool(leg.record_path or leg.record_both_path or leg.script)
         vad = self.vad.fresh() if director is not None else None
-        return MediaPort(self.bank, self._loop, director=director, vad=vad, keep=keep)
+        return MediaPort(self.bank, self._loop, director=director, vad=vad, keep=keep, frame_ms=frame_ms)
 
     def _stop_media(self, slot: _Slot) -> None:
         """Freeze the port's logs into the leg (once), and time the turns."""
@@ -352,8 +363,9 @@ class _Phone:
             sent = voiced_flags(leg.media.sent, self.vad)
             received = voiced_flags(leg.media.received, self.vad)
             # a far-end pause shorter than the turn gap does not end its turn: merge across it
-            merge = max(1, round(self.args.turn_gap_ms / FRAME_MS))
-            leg.timing = analyse_turns(sent, received, leg.script.records, merge_frames=merge)
+            merge = max(1, round(self.args.turn_gap_ms / self.frame_ms))
+            leg.timing = analyse_turns(sent, received, leg.script.records, merge_frames=merge,
+                                       frame_ms=self.frame_ms)
 
     def on_transfer_request(self, slot: _Slot, prm: pj.OnCallTransferRequestParam) -> None:
         leg = slot.leg
@@ -421,6 +433,7 @@ class _Phone:
         jb, rx = st.jbuf, st.rtcp.rxStat
         slot.leg.rtp = {
             "rx_packets": rx.pkt,
+            "tx_packets": st.rtcp.txStat.pkt,
             "rx_lost": rx.loss,
             "rx_jitter_max_ms": round(rx.jitterUsec.max / 1000, 1) if rx.jitterUsec.n else None,
             "jb_delay_ms": {"min": jb.minDelayMsec, "avg": jb.avgDelayMsec, "max": jb.maxDelayMsec},
@@ -535,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="softphone %(message)s")
     phone = _Phone(args)
     if args.mode == "call" and args.live_turns:
-        phone.live = LiveTurns(json_fd, Path(args.live_turns), 0, write_wav, load_play_frames)
+        phone.live = LiveTurns(json_fd, Path(args.live_turns), 0, write_wav, phone.load_frames)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         phone.stop_requested = True  # the loop hangs up and exits within ~10 ms

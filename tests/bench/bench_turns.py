@@ -1,10 +1,12 @@
 """Turn latency and barge-in stop time, measured on the wire at the caller.
 
     .venv/bin/python -m tests.bench.bench_turns [--calls 8] [--rounds 4] [--engines offline|instant|both]
+                                                [--frame-ms 20|10]
 
 offline: the embedded engines (faster-whisper tiny.en, piper). instant: zero-latency fake
 providers (tests/bench/instant.py), so what remains is the gateway's own media path plus the
-end-of-turn silence, which is subtracted to give the gateway's share.
+end-of-turn silence, which is subtracted to give the gateway's share. --frame-ms runs both the
+gateway (media: {frame_ms: ...}) and the caller with that frame and RTP packet length.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def crisp(path: Path) -> Path:
     return path
 
 
-def run(engines: str, rounds: int, calls: int, tmp: Path) -> dict[str, list[float]]:
+def run(engines: str, rounds: int, calls: int, tmp: Path, frame_ms: int = 20) -> dict[str, list[float]]:
+    tmp = tmp / f"{frame_ms}ms"
     plans = tmp / engines / "dialplans"
     (plans / "agents").mkdir(parents=True)
     (plans / "agents" / "bench.yaml").write_text(AGENT + "".join(LOOP % i for i in range(rounds)))
@@ -66,7 +69,8 @@ def run(engines: str, rounds: int, calls: int, tmp: Path) -> dict[str, list[floa
     (plans / "barge.yaml").write_text('numbers: ["+15550401"]\nagent: agents/barge.yaml\n')
     (plans / "default.yaml").write_text("reject: 404\n")
     turn = crisp(speech_wav(tmp, "turn", "I am fine, thank you very much."))
-    extra = INSTANT if engines == "instant" else {}
+    extra = {**(INSTANT if engines == "instant" else {}), "media": {"frame_ms": frame_ms}}
+    frames = ("--frame-ms", str(frame_ms))
     results: dict[str, list[float]] = {"turn": [], "barge": [], "inside": []}
     with GatewayProcess(tmp / engines, plans, extra=extra) as gw:
         assert gw.proc is not None
@@ -75,7 +79,7 @@ def run(engines: str, rounds: int, calls: int, tmp: Path) -> dict[str, list[floa
         # Several calls, because each call's media clock has its own phase against the
         # caller's: within one call every turn is quantised the same way.
         for _ in range(calls):
-            out = call(gw.target, "+15550400", *[a for _ in range(rounds) for a in ("--turn", str(turn))],
+            out = call(gw.target, "+15550400", *frames, *[a for _ in range(rounds) for a in ("--turn", str(turn))],
                        "--hangup-after", "3", "--max-duration", str(30 + rounds * 15),
                        timeout=60 + rounds * 20)["calls"][0]
             results["turn"] += [t["latency_ms"] for t in out.get("turns", []) if t.get("latency_ms")]
@@ -83,7 +87,7 @@ def run(engines: str, rounds: int, calls: int, tmp: Path) -> dict[str, list[floa
         for record in gw.wait_records(calls):
             results["inside"] += record.get("turn_latencies_ms", [])
         for _ in range(max(3, calls)):
-            barge = call(gw.target, "+15550401", "--turn", str(turn), "--barge-in-ms", "1500",
+            barge = call(gw.target, "+15550401", *frames, "--turn", str(turn), "--barge-in-ms", "1500",
                          "--hangup-after", "2", "--max-duration", "30")["calls"][0]
             results["barge"] += [t["barge_in_stop_ms"] for t in barge.get("turns", [])
                                  if t.get("barge_in_stop_ms") is not None]
@@ -103,12 +107,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="caller turns per call")
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--engines", choices=("offline", "instant", "both"), default="both")
+    parser.add_argument("--frame-ms", type=int, choices=(10, 20), action="append",
+                        help="media frame of gateway and caller; repeat to compare (default 20)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as name:
-        for engines in (("offline", "instant") if args.engines == "both" else (args.engines,)):
-            r = run(engines, args.rounds, args.calls, Path(name))
-            print(f"[{engines}]")
+        for frame_ms, engines in ((f, e) for f in args.frame_ms or [20]
+                                  for e in (("offline", "instant") if args.engines == "both" else (args.engines,))):
+            r = run(engines, args.rounds, args.calls, Path(name), frame_ms)
+            print(f"[{engines}, {frame_ms} ms frames]")
             print("  " + show("turn latency on the wire (caller's last voiced frame → agent's first)", r["turn"]))
             print("  " + show("  inside the gateway (end of speech → first frame to RTP)", r["inside"]))
             if engines == "instant":
