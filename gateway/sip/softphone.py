@@ -26,7 +26,7 @@ import time
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pjsua2 as pj
 
@@ -127,6 +127,10 @@ class _Phone:
         self.acc: _Account | None = None
         self.port = 0
         self.live: LiveTurns | None = None  # --live-turns: further turns come from our parent
+        # Audio ports of ended calls, kept until the process exits: the bridge removes a port
+        # asynchronously on its clock thread, and a port freed before that (a starved clock
+        # thread on a saturated machine takes longer than any fixed linger) crashes the process.
+        self._retired_ports: list[Any] = []
 
     def load_frames(self, spec: str) -> list[bytes]:
         """A play source cut into this phone's frames (any thread)."""
@@ -179,7 +183,7 @@ class _Phone:
                 break
 
     def release(self) -> None:
-        """Drop every pj object on this thread and collect, so none dies after libDestroy()."""
+        """End every call and drop the Calls on this thread (ports stay retired, see __init__)."""
         if self.ep is not None and not self._idle():
             # error or unresponsive peer: end the media, then still keep ports PORT_LINGER_S
             try:
@@ -194,10 +198,13 @@ class _Phone:
         self.acc = None
         gc.collect()
 
-    def destroy(self) -> None:
-        if self.ep is not None:
-            self.ep.libDestroy()
-            self.ep = None
+    def exit(self, code: int) -> NoReturn:
+        """End the process without libDestroy(): every call has ended, and a retired port that
+        outlived the library would abort in its destructor. The OS closes the sockets."""
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     def result(self) -> dict[str, Any]:
         if self.answer_mode:
@@ -516,11 +523,14 @@ class _Phone:
                 continue
             slot.call = None
             if slot.port is not None and now - end >= PORT_LINGER_S:
+                self._retired_ports.append(slot.port)
                 slot.port = None
 
     def _release(self, slot: _Slot) -> None:
         self._stop_media(slot)
         slot.call = None
+        if slot.port is not None:
+            self._retired_ports.append(slot.port)
         slot.port = None
 
     def _finished(self) -> bool:
@@ -564,7 +574,6 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("softphone failed")
         error, code = f"{type(exc).__name__}: {exc.info() if isinstance(exc, pj.Error) else exc}", 1
     phone.release()
-    # Results first: libDestroy() takes ~1 s and a SIGTERM'd caller wants the JSON now.
     try:
         phone.write_recordings()
     except OSError as exc:
@@ -576,8 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         out["error"] = error
     with os.fdopen(json_fd, "w") as f:
         f.write(json.dumps(out) + "\n")
-    phone.destroy()
-    return code
+    phone.exit(code)
 
 
 if __name__ == "__main__":

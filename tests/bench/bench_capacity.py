@@ -34,10 +34,10 @@ steps:
 """ + "".join(f'  - gather: {{name: a{i}, prompt: "Thank you. Tell me more."}}\n' for i in range(12))
 
 
-def loadtest(target: str, calls: int, turn: Path, turns: int, duration: float, pid: int) -> dict:
+def loadtest(target: str, calls: int, turn: Path, turns: int, duration: float, pid: int, logs: Path) -> dict:
     cmd = [sys.executable, "-m", "gateway.cli", "loadtest", "--target", target, "--number", "+15550500",
            "--calls", str(calls), "--total", str(calls), "--rate", "8", "--duration", str(duration),
-           "--gateway-pid", str(pid), "--json"]
+           "--gateway-pid", str(pid), "--workdir", str(logs), "--json"]
     cmd += [a for _ in range(turns) for a in ("--turn", str(turn))]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=duration + 180,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", default="8,16,24,32", help="concurrent calls per step")
     parser.add_argument("--turns", type=int, default=4, help="caller turns per call")
     parser.add_argument("--duration", type=float, default=40.0, help="the most a call may last")
+    parser.add_argument("--logs", help="keep the callers' logs here (default: discarded)")
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -69,13 +70,14 @@ def main() -> None:
             assert gw.proc is not None
             time.sleep(3)
             for calls in steps:
-                s = loadtest(gw.target, calls, turn, args.turns, args.duration, gw.proc.pid)
+                logs = Path(args.logs or tmp) / f"loadtest-{calls}"
+                s = loadtest(gw.target, calls, turn, args.turns, args.duration, gw.proc.pid, logs)
                 t, g = s["turn_latency_ms"], s["gateway"] or {}
                 print(f"{calls:5d}  {s['answered']:8d}  {s['failed']:6d}  {t['p50']}/{t['p95']} (n={t['n']})"
                       f"  {s['setup_ms']['p95']}  {s['rtp']['rx_lost']}/{s['rtp']['rx_packets']}"
                       f"  {g.get('cpu_pct')}  {g.get('rss_peak_mib')}", flush=True)
                 if s["failed"]:
-                    print("failures:", json.dumps(s["failures"]))
+                    print("failures:", json.dumps(s["failures"]), "; errors:", s["errors"], "; logs:", logs)
                     break
                 time.sleep(3)  # let the last calls' records and ports settle
 

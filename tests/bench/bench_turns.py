@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.media.audio import load_wav, save_wav
+from gateway.media.audio import load_wav, save_wav, tone
 from gateway.sip.conversation import FRAME_BYTES, FrameVad, voiced_flags
 from tests.bench.bench_calls import cpu_seconds, pct
 from tests.support.gateway import GatewayProcess
-from tests.support.phones import call
+from tests.support.phones import Answerer, call
 from tests.support.speech import speech_wav
 
 END_OF_TURN_MS = 500
@@ -55,6 +55,13 @@ def crisp(path: Path) -> Path:
     frames = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
     voiced = [k for k, v in enumerate(voiced_flags(frames, FrameVad())) if v]
     keep = b"".join(frames[voiced[0]:voiced[-1] + 1])
+    # Edges exact to 10 ms as well, for 10 ms callers: a quiet half of an edge frame goes silent.
+    half = len(frames[0]) // 2
+    loud = FrameVad("energy", frame_ms=10).loud
+    if not loud(keep[:half]):
+        keep = bytes(half) + keep[half:]
+    if not loud(keep[-half:]):
+        keep = keep[:-half] + bytes(half)
     save_wav(path, bytes(len(b"".join(frames[:voiced[0]]))) + keep + bytes(FRAME_BYTES * 10))
     return path
 
@@ -91,7 +98,27 @@ def run(engines: str, rounds: int, calls: int, tmp: Path, frame_ms: int = 20) ->
                          "--hangup-after", "2", "--max-duration", "30")["calls"][0]
             results["barge"] += [t["barge_in_stop_ms"] for t in barge.get("turns", [])
                                  if t.get("barge_in_stop_ms") is not None]
+    if engines == "instant":
+        results["floor"] = reference_floor(tmp, turn, rounds, calls, frames)
     return results
+
+
+def reference_floor(tmp: Path, turn: Path, rounds: int, calls: int, frames: tuple[str, str]) -> list[float]:
+    """The same calls against the reference far end (a pjsua2 softphone that replies exactly
+    END_OF_TURN_MS after the caller's last voiced frame, with no work at all): what two pjsua2
+    media stacks cost on the wire, the floor under the gateway's share."""
+    reply = tmp / "reply.wav"
+    save_wav(reply, tone(440, 1.0))
+    floor: list[float] = []
+    with Answerer(tmp, *frames, "--reply", str(reply), "--reply-delay-ms", str(END_OF_TURN_MS)) as ref:
+        for _ in range(calls):
+            out = call(f"127.0.0.1:{ref.port}", "+15550400", *frames,
+                       *[a for _ in range(rounds) for a in ("--turn", str(turn))],
+                       "--hangup-after", "3", "--max-duration", str(30 + rounds * 15),
+                       timeout=60 + rounds * 20)["calls"][0]
+            floor += [t["latency_ms"] - END_OF_TURN_MS for t in out.get("turns", []) if t.get("latency_ms")]
+        ref.finish()
+    return floor
 
 
 def show(name: str, values: list[float], minus: float = 0.0) -> str:
@@ -121,6 +148,7 @@ def main() -> None:
             if engines == "instant":
                 print("  " + show(f"  gateway's own share (wire − {END_OF_TURN_MS} ms end-of-turn silence)",
                                   r["turn"], END_OF_TURN_MS))
+                print("  " + show("  the floor: a pjsua2 far end replying with no work, same measure", r["floor"]))
             print("  " + show("barge-in: caller onset → agent silent on the wire", r["barge"]))
             print(f"  CPU of the worker during the conversation: {r['cpu'][0] * 100:.1f} % of a core")
 
