@@ -29,17 +29,18 @@ class Vad:
     A frame quieter than `floor_dbfs` (RMS) is never speech. webrtcvad alone keeps saying
     "voiced" for ~80 ms after a sound stops, which would delay every end of turn by as much;
     a line's noise floor is far below the floor, and where noise is louder the gate is simply
-    open and webrtcvad decides alone.
+    open and webrtcvad decides alone. `floor_dbfs=None`: webrtcvad alone (segmenting for a
+    recogniser, where that tail bridges the pauses between words).
     """
 
-    def __init__(self, aggressiveness: int = 2, floor_dbfs: float = -50.0,
+    def __init__(self, aggressiveness: int = 2, floor_dbfs: float | None = -50.0,
                  frame_ms: int = DEFAULT_FRAME_MS) -> None:
         if not 0 <= aggressiveness <= 3:
             raise ValueError(f"aggressiveness must be 0..3, not {aggressiveness}")
         self.aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_bytes = frame_bytes(check_frame_ms(frame_ms))
-        amplitude = 32768.0 * 10 ** (floor_dbfs / 20)
+        amplitude = 0.0 if floor_dbfs is None else 32768.0 * 10 ** (floor_dbfs / 20)
         self._min_energy = amplitude * amplitude * (self.frame_bytes // 2)
 
     def is_speech(self, frame: bytes) -> bool:

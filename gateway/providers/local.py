@@ -156,7 +156,7 @@ class WhisperSTT(SpeechToText):
         if self.keyterms_as_prompt and keyterms:
             prompt = ", ".join(keyterms) + "."
         segmenter = Segmenter(
-            Vad(self.aggressiveness),
+            Vad(self.aggressiveness, floor_dbfs=None),  # its hangover is tuned with webrtcvad's tail
             preroll=self.preroll,
             hangover=self.hangover,
             max_length=self.max_segment,
