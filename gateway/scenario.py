@@ -9,6 +9,7 @@ A scenario is one call to one number by a scripted or LLM persona, plus checks o
       instructions: A patient who answers briefly.   # shown in the report
       voice: joe                           # offline voice (default joe)
       speaking_rate: 1.0                   # 0.5-2.0, 1 = the voice's own pace
+      noise_dbfs: -40                      # background noise under its speech (-70..-20 dBFS RMS)
       turns:                               # said in order, each once the agent has paused
         - "I would like to book an appointment."
         - {play: clips/name.wav}           # a recording instead (relative to this file)
@@ -43,7 +44,7 @@ turn latency; the report lists each persona turn with what it heard and how long
         timeout_s: 30                        # per reply; a slower or failing server ends the scenario
         temperature: 0.7                     # optional (default: the server's)
 
-`voice`, `speaking_rate`, `turns` and `llm` may also sit at the top level, and a persona may be
+`voice`, `speaking_rate`, `noise_dbfs`, `turns` and `llm` may also sit at the top level, and a persona may be
 just its instructions text. Loading errors point at file:line. `evaluate()` judges the checks
 on a finished call: words are compared after normalising (case, punctuation, number words).
 """
@@ -70,9 +71,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_PERSONA_KEYS = ("instructions", "voice", "speaking_rate", "turns", "llm")
+_PERSONA_KEYS = ("instructions", "voice", "speaking_rate", "noise_dbfs", "turns", "llm")
 _TOP_KEYS = (
-    "name", "number", "goal", "persona", "voice", "speaking_rate", "turns", "llm", "impatience_ms",
+    "name", "number", "goal", "persona", "voice", "speaking_rate", "noise_dbfs", "turns", "llm", "impatience_ms",
     "max_turns", "turn_gap_ms", "hangup_after_s", "max_duration_s", "caller", "assert",
 )
 CHECKS = ("agent_said", "asked", "transferred_to", "hung_up_within_turns", "max_turn_ms", "no_loop", "tool_called")
@@ -116,6 +117,7 @@ class Scenario:
     instructions: str = ""
     voice: str = "joe"
     speaking_rate: float = 1.0
+    noise_dbfs: float | None = None  # white noise mixed into every turn the persona says
     turns: tuple[Turn, ...] = ()
     llm: LlmPersona | None = None
     impatience_ms: int | None = None
@@ -179,6 +181,7 @@ def _load(path: Path, errors: Errors) -> Scenario | None:
         instructions = errors.attempt(persona.require("instructions").as_str) or ""
     voice = opt("voice", _voice, "joe", in_persona=True)
     rate = opt("speaking_rate", lambda n: n.as_float(at_least=0.5, at_most=2.0), 1.0, in_persona=True)
+    noise = opt("noise_dbfs", lambda n: n.as_float(at_least=-70.0, at_most=-20.0), None, in_persona=True)
     turns: tuple[Turn, ...] | None = opt("turns", lambda n: _turns(n, path.parent, errors), None, in_persona=True)
     llm = opt("llm", lambda n: _llm(n, errors), None, in_persona=True)
     if turns is None and llm is None and not any(n in top or (persona and n in persona) for n in ("turns", "llm")):
@@ -188,7 +191,7 @@ def _load(path: Path, errors: Errors) -> Scenario | None:
     return Scenario(
         path=path, name=name, number=number,
         goal=opt("goal", lambda n: n.as_str(), ""),
-        instructions=instructions, voice=voice, speaking_rate=rate, turns=turns or (), llm=llm,
+        instructions=instructions, voice=voice, speaking_rate=rate, noise_dbfs=noise, turns=turns or (), llm=llm,
         impatience_ms=opt("impatience_ms", lambda n: n.as_int(at_least=0, at_most=60000), None),
         max_turns=opt("max_turns", lambda n: n.as_int(at_least=1, at_most=100), None),
         turn_gap_ms=opt("turn_gap_ms", lambda n: n.as_int(at_least=200, at_most=10000), 2000),

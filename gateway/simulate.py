@@ -21,6 +21,7 @@ import argparse
 import functools
 import hashlib
 import importlib
+import itertools
 import json
 import os
 import secrets
@@ -41,6 +42,7 @@ import numpy as np
 
 from gateway.caller import CallReport, Turn, format_timeline
 from gateway.errors import CallError, ConfigError, GatewayError
+from gateway.media.audio import with_noise
 from gateway.persona_call import PersonaTurn
 from gateway.scenario import CheckResult, Scenario, evaluate, load_scenario_checked
 
@@ -106,20 +108,28 @@ def run_scenario(sc: Scenario, to: str, *, records: Path | None = None,
 
 
 def _render(sc: Scenario, tmp: Path, cache_dir: Path) -> list[str]:
-    from gateway.media.audio import save_wav
+    from gateway.media.audio import load_wav, save_wav
     from gateway.media.prompts import PromptRenderer
 
     renderer = PromptRenderer(cache_dir, sc.voice)
     paths: list[str] = []
     for i, turn in enumerate(sc.spoken_turns):
-        if turn.kind == "play":
+        if turn.kind == "play" and sc.noise_dbfs is None:
             paths.append(turn.value)
             continue
-        pcm = renderer.render(turn.value) if sc.speaking_rate == 1.0 else _render_at_rate(sc, turn.value, cache_dir)
+        if turn.kind == "play":
+            pcm = load_wav(turn.value)
+        else:
+            pcm = renderer.render(turn.value) if sc.speaking_rate == 1.0 else _render_at_rate(sc, turn.value, cache_dir)
         path = tmp / f"turn-{i + 1}.wav"
-        save_wav(path, pcm)
+        save_wav(path, _noisy(sc, pcm, i))
         paths.append(str(path))
     return paths
+
+
+def _noisy(sc: Scenario, pcm: bytes, turn: int) -> bytes:
+    """The persona's line noise, if it has any, under one of its turns."""
+    return pcm if sc.noise_dbfs is None else with_noise(pcm, sc.noise_dbfs, seed=turn)
 
 
 def _render_at_rate(sc: Scenario, text: str, cache_dir: Path) -> bytes:
@@ -202,8 +212,9 @@ def _speaker(sc: Scenario, cache_dir: Path) -> Any:
             raise
         except Exception as exc:  # vendor edge
             raise GatewayError(f"voice {sc.voice}: cannot render {text[:40]!r}: {exc}") from exc
-        save_wav(path, pcm)
+        save_wav(path, _noisy(sc, pcm, next(turns)))
 
+    turns = itertools.count()
     return speak
 
 

@@ -172,3 +172,13 @@ def test_garbage_is_refused(tmp_path: Path, content: bytes) -> None:
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(audio.AudioFormatError, match="nope.wav"):
         audio.load_wav(tmp_path / "nope.wav")
+
+
+def test_with_noise_mixes_white_noise_at_the_level_asked() -> None:
+    quiet = audio.silence(2.0)
+    noisy = audio.with_noise(quiet, -40.0)
+    assert audio.rms_dbfs(noisy) == pytest.approx(-40.0, abs=0.5)
+    assert audio.with_noise(quiet, -40.0) == noisy  # seeded: the same line on every run
+    assert audio.with_noise(quiet, -40.0, seed=1) != noisy
+    loud = audio.tone(440, 1.0, amplitude=0.99)
+    assert len(audio.with_noise(loud, -20.0)) == len(loud)  # clipped, not wrapped

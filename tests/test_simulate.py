@@ -121,6 +121,11 @@ def test_scenario_mistakes_point_at_file_and_line(tmp_path: Path, capsys: pytest
     llm.write_text('number: "+15550100"\npersona:\n  llm: {base_url: "127.0.0.1:9/v1", model: m, timeout_s: 0}\n')
     assert [(e.line, e.message.split(",")[0]) for e in load_scenario_checked(llm)[1]] == [
         (3, "expected an http:// or https:// URL"), (3, "must be more than 0 and at most 600")]
+    noisy = tmp_path / "noisy.yaml"
+    noisy.write_text('number: "+15550100"\npersona:\n  noise_dbfs: -10\n  turns: ["Hello."]\n')
+    [error] = load_scenario_checked(noisy)[1]
+    assert error.line == 3 and "-70" in error.message and "-20" in error.message, error
+    assert load_scenario(REPO / "dialplans" / "scenarios" / "support.yaml").noise_dbfs == -55
 
 
 def test_checks_on_a_recorded_call_are_fuzzy_but_not_lax(tmp_path: Path) -> None:

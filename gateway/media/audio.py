@@ -157,6 +157,14 @@ def tone(freq_hz: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: flo
     return float_to_pcm16(amplitude * np.sin(2.0 * math.pi * freq_hz * t))
 
 
+def with_noise(pcm: bytes, dbfs: float, seed: int = 0) -> bytes:
+    """PCM16 with white noise of RMS `dbfs` mixed in (clipped at full scale); seeded, so a
+    simulated caller's noisy line is the same on every run."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64) / 32768.0
+    noise = np.random.default_rng(seed).standard_normal(len(x)) * 10 ** (dbfs / 20)
+    return float_to_pcm16(np.clip(x + noise, -1.0, 1.0))
+
+
 def silence(seconds: float, rate: int = SAMPLE_RATE) -> bytes:
     return bytes(2 * max(0, round(seconds * rate)))
 
