@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -282,6 +283,11 @@ class Worker:
                     await loop.run_in_executor(self._tts, self.prompts.render, text)
                 except Exception:  # noqa: BLE001
                     log.exception("cannot render prompt %r", text)
+        # The engines' models are loaded for good: move their objects out of the collector's
+        # reach. A full collection over them holds the GIL for milliseconds, and pjmedia's clock
+        # thread, which needs the GIL for every audio frame, would send its RTP late.
+        gc.collect()
+        gc.freeze()
         log.info("engines warm: %d prompts ready", len(texts))
 
     async def _reload_loop(self) -> None:
