@@ -125,7 +125,23 @@ def test_scenario_mistakes_point_at_file_and_line(tmp_path: Path, capsys: pytest
     noisy.write_text('number: "+15550100"\npersona:\n  noise_dbfs: -10\n  turns: ["Hello."]\n')
     [error] = load_scenario_checked(noisy)[1]
     assert error.line == 3 and "-70" in error.message and "-20" in error.message, error
-    assert load_scenario(REPO / "dialplans" / "scenarios" / "support.yaml").noise_dbfs == -55
+    assert load_scenario(REPO / "dialplans" / "scenarios" / "support.yaml").noise_dbfs is None
+
+
+def test_persona_line_noise_is_under_every_turn(tmp_path: Path) -> None:
+    from gateway.media.audio import load_wav, rms_dbfs
+
+    path = tmp_path / "noisy.yaml"
+    path.write_text('number: "+15550100"\npersona:\n  noise_dbfs: -40\n  turns: ["Hello.", "Yes."]\n')
+    clean_path = tmp_path / "clean.yaml"
+    clean_path.write_text('number: "+15550100"\npersona:\n  turns: ["Hello.", "Yes."]\n')
+    noisy = [load_wav(w) for w in simulate._render(load_scenario(path), tmp_path, CACHE)]
+    (tmp_path / "c").mkdir()
+    clean = [load_wav(w) for w in simulate._render(load_scenario(clean_path), tmp_path / "c", CACHE)]
+    for n, c in zip(noisy, clean, strict=True):
+        assert len(n) == len(c)
+        assert rms_dbfs(c[:160]) < -60 and rms_dbfs(n[:160]) == pytest.approx(-40, abs=3)  # the lead-in
+    assert noisy[0][:160] != noisy[1][:160]  # each turn its own noise
 
 
 def test_checks_on_a_recorded_call_are_fuzzy_but_not_lax(tmp_path: Path) -> None:
