@@ -3,30 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from gateway.media.audio import dominant_frequency, load_wav, rms_dbfs, save_wav, tone
 from gateway.providers.local import WhisperSTT
-from tests.support import wait_until
+from tests.support.agents import AGENT_BARGE, plans_dir, serving
 from tests.support.gateway import REPO, GatewayProcess
 from tests.support.phones import Answerer, call
 from tests.support.speech import speech_wav
-
-
-def plans_dir(tmp: Path, agents: dict[str, str]) -> Path:
-    plans = tmp / "dialplans"
-    (plans / "agents").mkdir(parents=True)
-    (plans / "default.yaml").write_text("reject: 404\n")
-    for number, (name, text) in enumerate(agents.items(), start=1):
-        (plans / "agents" / f"{name}.yaml").write_text(text)
-        (plans / f"{name}.yaml").write_text(f'numbers: ["+1555030{number}"]\nagent: agents/{name}.yaml\n')
-    return plans
 
 
 def heard_text(pcm: bytes) -> str:
@@ -65,17 +53,6 @@ def test_booking_agent_holds_a_spoken_conversation(tmp_path):
     tail = load_wav(rec)[-8000 * 2 * 14:]
     heard = heard_text(tail)
     assert "friday" in heard and "reminder" in heard, heard
-
-
-AGENT_BARGE = """
-name: barge
-disclosure: false
-steps:
-  - say: "Welcome to the test line. This sentence is long on purpose, so that there is time to interrupt it. It goes on and on for a while longer still."
-  - gather: {name: answer, prompt: "What is your name?"}
-  - say: "Thanks, {answer}."
-  - hangup: true
-"""
 
 
 def test_barge_in_silences_the_agent_and_becomes_the_answer(tmp_path):
@@ -183,21 +160,17 @@ def test_llm_tool_call_to_a_webhook_changes_the_answer(tmp_path):
         Reply(tool_calls=[ScriptedToolCall("check_slot", '{"day": "tuesday"}')]),
         Reply(text_pieces=["We have a free slot ", "at three pm on Tuesday."]),
     ])
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
     try:
-        plans = plans_dir(tmp_path, {"llm": AGENT_LLM.format(port=server.server_address[1])})
-        turn = speech_wav(tmp_path, "ask", "Is there anything free on Tuesday?")
-        extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
-                         "model": "test"}}
-        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
-            out = call(gw.target, "+15550301", "--turn", str(turn), "--hangup-after", "6",
-                       "--max-duration", "40")["calls"][0]
-            record = gw.wait_records(1)[-1]
+        with serving(fake):
+            plans = plans_dir(tmp_path, {"llm": AGENT_LLM.format(port=server.server_address[1])})
+            turn = speech_wav(tmp_path, "ask", "Is there anything free on Tuesday?")
+            extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
+                             "model": "test"}}
+            with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+                out = call(gw.target, "+15550301", "--turn", str(turn), "--hangup-after", "6",
+                           "--max-duration", "40")["calls"][0]
+                record = gw.wait_records(1)[-1]
     finally:
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
         server.shutdown()
     assert out["status"] == 200
     assert _Webhook.calls == [{"day": "tuesday"}]
@@ -229,10 +202,7 @@ def test_llm_send_dtmf_tool_presses_keys_on_the_call(tmp_path):
                           ScriptedToolCall("send_dtmf", '{"digits": "42#"}')]),
         Reply(text_pieces=["I have pressed the keys."]),
     ])
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
-    try:
+    with serving(fake):
         plans = plans_dir(tmp_path, {"keys": AGENT_KEYS})
         turn = speech_wav(tmp_path, "ask", "Please press four two and hash.")
         extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
@@ -241,9 +211,6 @@ def test_llm_send_dtmf_tool_presses_keys_on_the_call(tmp_path):
             out = call(gw.target, "+15550301", "--turn", str(turn), "--hangup-after", "6",
                        "--max-duration", "40")["calls"][0]
             record = gw.wait_records(1)[-1]
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
     assert out["status"] == 200
     assert out["dtmf_received"] == "42#", out
     # Both results went back to the model: the refusal of "x", then what was sent and how.
@@ -259,10 +226,7 @@ def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
     from tests.fakes.deepgram_server import FakeDeepgram
 
     fake = FakeDeepgram(drop_after_bytes=8000, api_key="k")
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
-    try:
+    with serving(fake):
         plans = plans_dir(tmp_path, {"fallback": AGENT_BARGE.replace("name: barge", "name: fallback")})
         turn = speech_wav(tmp_path, "name", "My name is Alice.")
         extra = {"stt": ["deepgram", "local"],
@@ -272,9 +236,6 @@ def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
                        "--hangup-after", "4", "--max-duration", "60")["calls"][0]
             record = gw.wait_records(1)[-1]
             errors = gw.metric("gateway_provider_errors_total", provider="deepgram")
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
     assert out["status"] == 200
     assert errors >= 1
     assert "alice" in record["variables"].get("answer", "").lower(), record["transcript"]
@@ -337,19 +298,13 @@ def test_cloud_voice_speaks_and_a_repeated_phrase_comes_from_its_cache(tmp_path)
     from tests.fakes.google_tts_server import FakeGoogleTTS
 
     fake = FakeGoogleTTS(seconds_per_char=0.04)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
-    try:
+    with serving(fake):
         plans = plans_dir(tmp_path, {"greeting": AGENT_GREETING})
         extra = {"tts": "google", "provider_options": {"google": {"endpoint": fake.endpoint, "insecure": True}}}
         with GatewayProcess(tmp_path, plans, extra=extra) as gw:
             outs = [call(gw.target, "+15550301", "--record", str(tmp_path / f"r{i}.wav"),
                          "--max-duration", "20")["calls"][0] for i in range(3)]
             gw.wait_records(3)
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
     assert [o["status"] for o in outs] == [200, 200, 200]
     # Synthesised on the first two calls (the second stores it), read from disk on the third.
     assert fake.recorded.texts == ["Thank you for calling the test line."] * 2

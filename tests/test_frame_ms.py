@@ -14,6 +14,7 @@ from gateway.media.audio import tone
 from gateway.media.framing import frame_bytes
 from gateway.media.vad import Vad
 from gateway.sip.conversation import FrameVad, analyse_turns, TurnRecord
+from tests.support.agents import AGENT_BARGE, plans_dir
 from tests.support.gateway import GatewayProcess
 from tests.support.phones import call
 from tests.support.speech import speech_wav
@@ -71,26 +72,11 @@ def test_wire_timing_counts_10_ms_frames() -> None:
     assert turn["latency_ms"] == 300 and turn["reply_start_s"] == 0.9
 
 
-AGENT = """
-name: barge
-disclosure: false
-steps:
-  - say: "Welcome to the test line. This sentence is long on purpose, so that there is time to interrupt it. It goes on and on for a while longer still."
-  - gather: {name: answer, prompt: "What is your name?"}
-  - say: "Thanks, {answer}."
-  - hangup: true
-"""
-
-
 def test_ten_ms_call_barges_in_and_answers_with_10_ms_packets_both_ways(tmp_path: Path) -> None:
-    plans = tmp_path / "dialplans"
-    (plans / "agents").mkdir(parents=True)
-    (plans / "default.yaml").write_text("reject: 404\n")
-    (plans / "agents" / "barge.yaml").write_text(AGENT)
-    (plans / "barge.yaml").write_text('numbers: ["+15550310"]\nagent: agents/barge.yaml\n')
+    plans = plans_dir(tmp_path, {"barge": AGENT_BARGE})
     turn = speech_wav(tmp_path, "name", "My name is Alice.")
     with GatewayProcess(tmp_path, plans, extra={"media": {"frame_ms": 10}}) as gw:
-        out = call(gw.target, "+15550310", "--frame-ms", "10", "--turn", str(turn), "--barge-in-ms", "1500",
+        out = call(gw.target, "+15550301", "--frame-ms", "10", "--turn", str(turn), "--barge-in-ms", "1500",
                    "--greeting-wait", "5", "--hangup-after", "4", "--max-duration", "40")["calls"][0]
         record = gw.wait_records(1)[-1]
         port_frames_in = gw.metric("gateway_rtp_frames_total", direction="in")

@@ -48,8 +48,10 @@ class Vad:
             # webrtcvad accepts 10/20/30 ms; insisting on the call's frame catches framing bugs early.
             raise ValueError(f"VAD frame must be {self.frame_bytes} bytes, not {len(frame)}")
         speech = self._vad.is_speech(frame, SAMPLE_RATE)  # always: it keeps state across frames
+        if not speech or not self._min_energy:
+            return bool(speech)
         x = np.frombuffer(frame, "<i2").astype(np.float32)
-        return bool(speech) and float(np.dot(x, x)) >= self._min_energy
+        return float(np.dot(x, x)) >= self._min_energy
 
 
 @dataclass(frozen=True, slots=True)
