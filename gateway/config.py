@@ -1,7 +1,8 @@
 """Gateway settings: gateway.yaml + environment, parsed once, frozen.
 
 Every setting has a default, so `gateway run` works with no file at all. Secrets (trunk
-passwords) are read only from environment variables named in the file.
+passwords, API keys) are never written in the file: it names the environment variable or the
+secrets file that holds each one (see gateway.secrets).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway import yamlfile
 from gateway.errors import ConfigError
 from gateway.media.framing import DEFAULT_FRAME_MS, FRAME_MS_CHOICES
+from gateway.secrets import SecretRef, forbidden_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIALPLANS = REPO_ROOT / "dialplans"
@@ -29,13 +32,12 @@ class Trunk:
     allow: tuple[str, ...] = ()
     registrar: str | None = None
     username: str | None = None
-    password_env: str | None = None
+    # Where the digest secret is: the password itself, or its HA1 (MD5 of user:realm:password).
+    password: SecretRef | None = None
+    password_ha1: SecretRef | None = None
     expiry: int = 300
-    realm: str = "*"
-
-    @property
-    def password(self) -> str:
-        return os.environ.get(self.password_env or "", "")
+    # The realm the carrier challenges with; credentials are offered for it alone.
+    realm: str | None = None
 
     def allows(self, address: str) -> bool:
         try:
@@ -106,7 +108,9 @@ _TOP_KEYS = {
 _SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
 _MEDIA_KEYS = {"frame_ms"}
 _METRICS_KEYS = {"address", "port"}
-_TRUNK_KEYS = {"name", "allow", "registrar", "username", "password_env", "expiry", "realm"}
+_TRUNK_SECRETS = ("password_env", "password_file", "password_ha1_env", "password_ha1_file")
+_TRUNK_KEYS = {"name", "allow", "registrar", "username", *_TRUNK_SECRETS, "expiry", "realm",
+               "password", "password_ha1"}
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -177,27 +181,85 @@ def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
     take(doc, "log_level", "log_level", _log_level)
     take(doc, "stt", "stt", lambda n: tuple(item.as_str() for item in n.as_list(single=True)))
     take(doc, "tts", "tts", yamlfile.Node.as_str)
-    take(doc, "llm", "llm", _plain_mapping)
-    take(doc, "provider_options", "provider_options", _plain_mapping)
+    take(doc, "llm", "llm", lambda n: _provider_options(n, "llm", base, errors))
+    take(doc, "provider_options", "provider_options", lambda n: {
+        key.as_str(): _provider_options(value, key.as_str(), base, errors)
+        for key, value in _mapping(n).pairs()})
     if (node := doc.get("trunks")) is not None:
-        trunks = [errors.attempt(_trunk, item, errors) for item in node.as_list()]
+        trunks = [errors.attempt(_trunk, item, errors, base) for item in node.as_list()]
         kw["trunks"] = tuple(t for t in trunks if t is not None)
     return Settings(**kw)  # type: ignore[arg-type]
 
 
-def _plain_mapping(node: yamlfile.Node) -> dict:
-    """A mapping as plain Python values (provider options are checked by the provider)."""
+def _mapping(node: yamlfile.Node) -> yamlfile.Node:
     if node.kind != "mapping":
         raise node.error(f"expected a mapping (key: value), got {node.describe()}")
-    return _plain(node)
+    return node
 
 
-def _plain(node: yamlfile.Node) -> object:
+# Where each provider's key comes from when the file names none.
+_KEY_ENV = {"deepgram": "set DEEPGRAM_API_KEY in the environment, or name another",
+            "llm": "for api.openai.com set OPENAI_API_KEY in the environment; for another "
+                   "base_url name its own key"}
+
+
+def _provider_options(node: yamlfile.Node, provider: str, base: Path,
+                      errors: yamlfile.Errors) -> dict:
+    """A provider's options as plain values (the provider checks them), with any secret written
+    in the file refused and `api_key_env` / `api_key_file` checked for a readable key."""
+    options = _plain(_mapping(node), provider, errors)
+    assert isinstance(options, dict)
+    sources = [(key, value) for key, value in _mapping(node).pairs()
+               if key.text in ("api_key_env", "api_key_file")]
+    if len(sources) > 1:
+        errors.add(sources[1][0].error(f"{provider}: give api_key_env or api_key_file, not both"))
+    for key, value in sources[:1]:
+        ref = _secret_ref(value, key.text, base)
+        if (problem := ref.problem()) is not None:
+            errors.add(value.error(f"{problem} ({provider} API key)"))
+        options[key.text] = ref.env or str(ref.file)
+    return options
+
+
+def _plain(node: yamlfile.Node, provider: str, errors: yamlfile.Errors) -> object:
     if node.kind == "mapping":
-        return {key.as_str(): _plain(value) for key, value in node.pairs()}
+        out = {}
+        for key, value in node.pairs():
+            name = key.as_str()
+            if forbidden_key(name):
+                errors.add(key.error(_written_secret(provider, name)))
+            else:
+                out[name] = _plain(value, provider, errors)
+        return out
     if node.kind == "sequence":
-        return [_plain(item) for item in node.as_list()]
+        return [_plain(item, provider, errors) for item in node.as_list()]
     return node.value
+
+
+def _written_secret(provider: str, key: str) -> str:
+    if provider == "google":
+        return (f"google: {key} must not be written in gateway.yaml: credentials come from the file "
+                "named by GOOGLE_APPLICATION_CREDENTIALS or credentials_file: /run/secrets/google.json")
+    if key != "api_key":
+        return (f"{provider}: {key} must not be written in gateway.yaml: secrets come from the "
+                "environment or a secrets file")
+    how = _KEY_ENV.get(provider, "name where it is")
+    return (f"{provider}: an API key must not be written in gateway.yaml: {how} with "
+            f"api_key_env: VARIABLE or api_key_file: /run/secrets/{_slug(provider)}_api_key")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "secret"
+
+
+def _secret_ref(node: yamlfile.Node, key: str, base: Path) -> SecretRef:
+    """`*_env: NAME` or `*_file: PATH` (relative to the config file)."""
+    text = node.as_str()
+    if key.endswith("_file"):
+        return SecretRef(file=(base / text).resolve())
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise node.error(f"{key} names an environment variable, e.g. {key}: MY_SECRET")
+    return SecretRef(env=text)
 
 
 def _sip_uri(node: yamlfile.Node) -> str:
@@ -221,7 +283,7 @@ def _log_level(node: yamlfile.Node) -> str:
     return text
 
 
-def _trunk(node: yamlfile.Node, errors: yamlfile.Errors) -> Trunk:
+def _trunk(node: yamlfile.Node, errors: yamlfile.Errors, base: Path) -> Trunk:
     doc = node.fields(_TRUNK_KEYS, errors)
     name = doc.require("name").as_str()
     allow: list[str] = []
@@ -234,22 +296,51 @@ def _trunk(node: yamlfile.Node, errors: yamlfile.Errors) -> Trunk:
                 raise item.error(f"not an address or CIDR: {text!r}") from None
             allow.append(text)
     kw: dict[str, object] = {"name": name, "allow": tuple(allow)}
-    for key in ("registrar", "username", "password_env", "realm"):
+    for key in ("registrar", "username", "realm"):
         if (value := doc.get(key)) is not None:
             kw[key] = value.as_str()
     if (value := doc.get("expiry")) is not None:
         kw["expiry"] = value.as_int(at_least=10)
+    var, file = f"{_slug(name).upper()}_PASSWORD", f"/run/secrets/{_slug(name)}_password"
+    for key in ("password", "password_ha1"):
+        if key in doc:
+            errors.add(doc.key_error(key, (
+                f"trunk {name!r}: a password must not be written in gateway.yaml: put it in an "
+                f"environment variable ({key}_env: {var}) or a secrets file ({key}_file: {file})")))
+    sources = doc.present(*_TRUNK_SECRETS)
+    if len(sources) > 1:
+        raise doc.key_error(sources[1], f"trunk {name!r}: give one of {', '.join(sources)}, not both")
+    for key in sources:
+        value = doc.values[key]
+        ref = _secret_ref(value, key, base)
+        if (problem := ref.problem()) is not None:
+            raise value.error(f"{problem} (trunk {name!r} password)")
+        if key.startswith("password_ha1") and not _HA1.fullmatch(ref.read()):
+            raise value.error(f"trunk {name!r}: {ref} is not an HA1 (32 hex digits: the MD5 of "
+                              "username:realm:password)")
+        kw["password_ha1" if key.startswith("password_ha1") else "password"] = ref
     trunk = Trunk(**kw)  # type: ignore[arg-type]
     if trunk.registrar and not trunk.registrar.startswith(("sip:", "sips:")):
         raise doc.require("registrar").error("registrar must be a sip: URI")
-    if trunk.registrar and not trunk.username:
-        raise node.error(f"trunk {name!r} registers but has no username")
     if not trunk.registrar and not trunk.allow:
         raise node.error(f"trunk {name!r} needs allow (addresses) or registrar")
-    if trunk.password_env and trunk.password_env not in os.environ:
-        raise doc.require("password_env").error(
-            f"environment variable {trunk.password_env} (trunk {name!r} password) is not set")
+    if trunk.registrar:
+        if not trunk.username:
+            raise node.error(f"trunk {name!r} registers but has no username")
+        if trunk.password is None and trunk.password_ha1 is None:
+            raise node.error(f"trunk {name!r} registers but has no password: "
+                             f"password_env: {var} or password_file: {file}")
+        if trunk.realm is None:
+            # pjsua's "*" would answer any challenger with the password's hash.
+            raise node.error(f"trunk {name!r} registers but has no realm: set realm to the one in "
+                             "the carrier's 401 challenge (credentials are offered to it alone)")
+        if trunk.realm == "*":
+            raise doc.require("realm").error(
+                "realm must be the carrier's own, not '*' (any challenger would get the password hash)")
     return trunk
+
+
+_HA1 = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _validate(s: Settings, where: str) -> None:

@@ -230,8 +230,8 @@ def test_recogniser_failure_falls_back_to_the_offline_engine(tmp_path, _):
         plans = plans_dir(tmp_path, {"fallback": AGENT_BARGE.replace("name: barge", "name: fallback")})
         turn = speech_wav(tmp_path, "name", "My name is Alice.")
         extra = {"stt": ["deepgram", "local"],
-                 "provider_options": {"deepgram": {"url": fake.url, "api_key": "k"}}}
-        with GatewayProcess(tmp_path, plans, extra=extra) as gw:
+                 "provider_options": {"deepgram": {"url": fake.url, "api_key_env": "FAKE_DG_KEY"}}}
+        with GatewayProcess(tmp_path, plans, extra=extra, env={"FAKE_DG_KEY": "k"}) as gw:
             out = call(gw.target, "+15550301", "--turn", str(turn), "--greeting-wait", "5",
                        "--hangup-after", "4", "--max-duration", "60")["calls"][0]
             record = gw.wait_records(1)[-1]

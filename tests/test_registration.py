@@ -19,7 +19,8 @@ def trunk_config(registrar: KamailioRegistrar, expiry: int = 10) -> dict:
     return {"trunks": [
         {"name": "local", "allow": ["127.0.0.1/32"]},
         {"name": "carrier", "registrar": f"sip:127.0.0.1:{registrar.port};transport=tcp",
-         "username": "gw1", "password_env": "GW_TEST_PASSWORD", "expiry": expiry},
+         "username": "gw1", "password_env": "GW_TEST_PASSWORD", "realm": "127.0.0.1",
+         "expiry": expiry},
     ]}
 
 

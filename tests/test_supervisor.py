@@ -98,7 +98,8 @@ def test_trunk_registers_once_through_the_front(tmp_path):
         extra = {"trunks": [
             {"name": "local", "allow": ["127.0.0.1/32"]},
             {"name": "carrier", "registrar": f"sip:127.0.0.1:{registrar.port}",
-             "username": "gw1", "password_env": "GW_TEST_PASSWORD", "expiry": 60},
+             "username": "gw1", "password_env": "GW_TEST_PASSWORD", "realm": "127.0.0.1",
+             "expiry": 60},
         ]}
         with GatewayProcess(tmp_path, plans, workers=2, extra=extra,
                             env={"GW_TEST_PASSWORD": "s3cret"}) as gw:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import ProviderError
 from gateway.providers.base import LanguageModel, SpeechToText, TextToSpeech
+from gateway.secrets import resolve_api_key
 
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ def _make(kind: str, table: dict[str, tuple[str, str, str]], name: str, options:
         raise ProviderError(name, f"unknown {kind} provider; choose one of: {', '.join(sorted(table))}")
     module_name, class_name, install = table[key]
     factory: Callable[..., object] = getattr(_import(module_name, key, install), class_name)
+    options = resolve_api_key(key, options)  # api_key_env / api_key_file: the value, read now
     try:
         return factory(**options)
     except TypeError as exc:  # an option the provider does not take: name it rather than crash

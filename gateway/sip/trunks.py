@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
+from gateway import secrets
 from gateway.config import Trunk
 from gateway.sip import events as ev
 
@@ -42,8 +43,7 @@ class TrunkAccount(pj.Account):
         acfg.regConfig.retryIntervalSec = 0  # our own backoff below
         acfg.regConfig.firstRetryIntervalSec = 0
         acfg.regConfig.unregWaitMsec = 1000
-        acfg.sipConfig.authCreds.append(
-            pj.AuthCredInfo("digest", trunk.realm, trunk.username, 0, trunk.password))
+        acfg.sipConfig.authCreds.append(_credentials(trunk))
         if s.outbound_proxy:
             acfg.sipConfig.proxies.append(s.outbound_proxy)
         if s.contact_address:
@@ -96,6 +96,17 @@ class TrunkAccount(pj.Account):
 
     def busy(self) -> bool:
         return self._stopping and not self._unregistered
+
+
+def _credentials(trunk: Trunk) -> pj.AuthCredInfo:
+    """Digest credentials for the trunk's realm only; the secret is read now, not kept."""
+    if trunk.password_ha1 is not None:
+        ha1 = trunk.password_ha1.read().lower()  # pjsip hashes the hex text as given
+        secrets.mask(ha1)
+        return pj.AuthCredInfo("digest", trunk.realm, trunk.username, pj.PJSIP_CRED_DATA_DIGEST, ha1)
+    assert trunk.password is not None
+    return pj.AuthCredInfo("digest", trunk.realm, trunk.username, pj.PJSIP_CRED_DATA_PLAIN_PASSWD,
+                           trunk.password.read())
 
 
 def _host_of(uri: str) -> str:
