@@ -13,10 +13,12 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.errors import ProviderError
 from gateway.frames import TranscriptEvent
 from gateway.providers.base import SpeechToText, SttStream
+from gateway.secrets import mask
 
 with warnings.catch_warnings():  # stdlib audioop is deprecated (not removed) on 3.11/3.12
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -32,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised through the registry
 
 PROVIDER = "deepgram"
 KEEPALIVE_SECONDS = 5.0   # Deepgram closes a socket after ~10 s without audio or KeepAlive
+PLACEHOLDER_KEY = "unused"  # the SDK insists on a key; a self-hosted server ignores it
 MAX_QUEUED_FRAMES = 500   # 10 s of 20 ms frames; beyond that the oldest audio is stale anyway
 _CLOSE = object()         # sender sentinel: send CloseStream and stop
 
@@ -54,9 +57,18 @@ class DeepgramSTT(SpeechToText):
         connect_timeout: float = 5.0,
         close_timeout: float = 3.0,
     ) -> None:
-        key = api_key or os.environ.get("DEEPGRAM_API_KEY")
-        if not key:
-            raise ProviderError(PROVIDER, "no API key: set DEEPGRAM_API_KEY (or the api_key option)")
+        if api_key:  # the key named in the options (api_key_env / api_key_file)
+            key = api_key
+        elif _deepgram_host(url):
+            key = os.environ.get("DEEPGRAM_API_KEY", "")
+            if not key:
+                raise ProviderError(PROVIDER, "no API key: set DEEPGRAM_API_KEY (or api_key_env / api_key_file)")
+        else:
+            # DEEPGRAM_API_KEY is for Deepgram's own hosts; another url (a self-hosted server)
+            # gets a key only when one is named for it.
+            key = PLACEHOLDER_KEY
+        if key != PLACEHOLDER_KEY:
+            mask(key)  # the websocket client logs its handshake headers at DEBUG
         self.model = model
         self.endpointing_ms = endpointing_ms
         self.utterance_end_ms = utterance_end_ms
@@ -95,6 +107,15 @@ class DeepgramSTT(SpeechToText):
             # Nova-3 takes plain `keyterm`s; older models only understand `keywords`.
             opts["keyterm" if self.model.startswith("nova-3") else "keywords"] = list(keyterms)
         return opts
+
+
+def _deepgram_host(url: str | None) -> bool:
+    """Deepgram's own service over TLS: the only place DEEPGRAM_API_KEY is sent."""
+    if not url:
+        return True
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme in ("wss", "https") and (host == "deepgram.com" or host.endswith(".deepgram.com"))
 
 
 class DeepgramStream(SttStream):

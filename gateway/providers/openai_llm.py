@@ -17,9 +17,11 @@ import openai
 from gateway.errors import ProviderError
 from gateway.frames import LLMDelta, ToolCall, ToolSpec
 from gateway.providers.base import LanguageModel
+from gateway.secrets import mask
 
 PROVIDER = "openai"
 DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_HOST = "api.openai.com"
 PLACEHOLDER_KEY = "unused"  # the SDK insists on a key; self-hosted servers ignore it
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -52,14 +54,21 @@ class OpenAILLM(LanguageModel):
         """`max_retries` is 0 because on a live call the caller's fallback policy, not a silent
         SDK back-off, decides whether waiting is better than apologising."""
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not _self_hosted(base_url):
+        if api_key:  # the key named for this base_url (api_key_env / api_key_file)
+            key = api_key
+        elif _openai_host(base_url):
+            key = os.environ.get("OPENAI_API_KEY", "")
+            if not key:
                 raise ProviderError(
                     PROVIDER,
                     "no API key: set OPENAI_API_KEY (or base_url to a local OpenAI-compatible server)",
                 )
+        else:
+            # OPENAI_API_KEY is for api.openai.com: any other server gets it only when it is
+            # named for it (api_key_env), so a local or third-party endpoint never sees it.
             key = PLACEHOLDER_KEY
+        if key != PLACEHOLDER_KEY:
+            mask(key)
         self.model = model
         self.base_url = base_url
         self.temperature = temperature
@@ -137,12 +146,12 @@ def _tool_param(tool: ToolSpec) -> dict:
     }
 
 
-def _self_hosted(base_url: str | None) -> bool:
-    """Any endpoint other than OpenAI's own is assumed to need no key unless one is given."""
+def _openai_host(base_url: str | None) -> bool:
+    """OpenAI's own API over TLS: the only place OPENAI_API_KEY is sent."""
     if not base_url:
-        return False
-    host = urlsplit(base_url).hostname or ""
-    return not (host == "openai.com" or host.endswith(".openai.com"))
+        return True
+    url = urlsplit(base_url)
+    return url.scheme == "https" and url.hostname == OPENAI_HOST
 
 
 def _message(exc: openai.APIStatusError) -> str:
