@@ -12,14 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway import metrics
+from gateway.dialplan.transfers import TransferPolicy
 from gateway.errors import CallError
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.message import printable
 
 log = logging.getLogger("gateway.call")
 DIGITS = "0123456789*#ABCD"
 MAX_DIGITS = 32
+# A keypad (or a SIP INFO flood) can send any number of digits: keep a bounded few.
+MAX_PENDING_DIGITS = 32
+MAX_RECORDED_DIGITS = 64
 
 
 @dataclass(slots=True)
@@ -45,6 +50,7 @@ class CallRecord:
     turn_latencies_ms: list[float] = field(default_factory=list)
     barge_ins: int = 0
     variables: dict = field(default_factory=dict)
+    referred_by: str = ""   # a leg the gateway dialled on an allowed REFER: the referring call
 
 
 class Call:
@@ -56,10 +62,15 @@ class Call:
         self.record = CallRecord(call_id=incoming.call_id, dialled=incoming.dialled,
                                  caller=incoming.caller, source=incoming.source,
                                  trunk=incoming.trunk, started=time.time())
+        if incoming.referred_by is not None:
+            self.record.referred_by = incoming.call_id.rsplit(";", 1)[0]
+        # Nowhere until the dialplan is known: a transfer needs a destination it names.
+        self.transfers = TransferPolicy()
         self.disconnected = asyncio.Event()
+        self._confirmed = asyncio.Event()
         self.disconnect_code = 0
         self.by_remote = False
-        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._digits: asyncio.Queue[str] = asyncio.Queue(MAX_PENDING_DIGITS)
         self._drained = asyncio.Event()
         self._digit_arrived = asyncio.Event()
         self._transfer: asyncio.Queue[ev.TransferStatus] = asyncio.Queue()
@@ -67,24 +78,47 @@ class Call:
     # ---- events from the pj thread ----
     def deliver(self, event: ev.Event) -> None:
         if isinstance(event, ev.Dtmf):
-            self.record.digits += event.digit
-            self._digits.put_nowait(event.digit)
+            digit = event.digit.upper()
+            if len(digit) != 1 or digit not in DIGITS or self._digits.full():
+                metrics.dtmf_dropped()
+                return
+            if len(self.record.digits) < MAX_RECORDED_DIGITS:
+                self.record.digits += digit
+            self._digits.put_nowait(digit)
             self._digit_arrived.set()
         elif isinstance(event, ev.PlayoutDrained):
             self._drained.set()
         elif isinstance(event, ev.TransferStatus):
             self._transfer.put_nowait(event)
+        elif isinstance(event, ev.CallState) and event.state == "confirmed":
+            self._confirmed.set()
         elif isinstance(event, ev.CallState) and event.state == "disconnected":
             self.disconnect_code = event.code
             self.by_remote = event.by_remote
             self.disconnected.set()
+            self._confirmed.set()
 
     # ---- commands ----
     async def ringing(self) -> None:
         await self.endpoint.call_command(self.key, "respond", 180)
 
+    @property
+    def outbound(self) -> bool:
+        return self.incoming.referred_by is not None
+
+    async def set_transfers(self, policy: TransferPolicy) -> None:
+        """Where this call may go: agent transfers check it here, the far end's REFER and
+        Replaces on the pj thread."""
+        self.transfers = policy
+        await self.endpoint.call_command(self.key, "set_transfer_policy", policy)
+
     async def answer(self) -> None:
-        await self.endpoint.call_command(self.key, "respond", 200)
+        if self.outbound:
+            await self._confirmed.wait()  # the far end answers a leg we dialled
+            if self.disconnected.is_set():
+                raise CallError("the referred leg was not answered")
+        else:
+            await self.endpoint.call_command(self.key, "respond", 200)
         self.record.answered = time.time()
 
     async def reject(self, code: int, reason: str) -> None:
@@ -166,7 +200,14 @@ class Call:
         return method
 
     async def blind_transfer(self, uri: str) -> bool:
-        """REFER to uri; on success our leg is hung up. Counted and recorded either way."""
+        """REFER to uri; on success our leg is hung up. Counted and recorded either way.
+        A destination the dialplan does not allow is refused before anything is sent."""
+        if not self.transfers.allows(uri):
+            metrics.transfer("refused")
+            self.record.transfer = {"target": printable(uri), "code": 0, "reason": "not allowed"}
+            log.warning("audit: call %s: transfer to %s refused: not an allowed destination",
+                        self.key, printable(uri))
+            return False
         code, reason = await self.transfer(uri)
         self.record.transfer = {"target": uri, "code": code, "reason": reason}
         if 200 <= code < 300:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -102,16 +103,26 @@ def _warm(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: control characters in a message (from a SIP header, a model, a
+    webhook) are escaped, so nothing a caller sends can forge or hide a log line."""
+
+    _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        text = super().formatMessage(record)
+        return self._CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     if settings.workers > 1:
         from gateway.supervisor import Supervisor
 

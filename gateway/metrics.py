@@ -31,7 +31,12 @@ DTMF_DIGITS = Counter(
     "gateway_dtmf_digits", "DTMF digits received, by signalling method", ["method"],
     registry=REGISTRY,
 )
+DTMF_DROPPED = Counter("gateway_dtmf_dropped", "Keypad digits dropped: invalid, or too many pending",
+                       registry=REGISTRY)
 TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
+TRANSFER_REQUESTS_REFUSED = Counter(
+    "gateway_transfer_requests_refused", "The far end's requests to move a call, refused (refer, replaces)",
+    ["kind"], registry=REGISTRY)
 RTP_FRAMES = Counter(
     "gateway_rtp_frames", "audio frames (one per media.frame_ms) exchanged with callers", ["direction"],
     registry=REGISTRY,
@@ -90,8 +95,16 @@ def dtmf_digit(method: str) -> None:
     DTMF_DIGITS.labels(method=method).inc()
 
 
+def dtmf_dropped() -> None:
+    DTMF_DROPPED.inc()
+
+
 def transfer(result: str) -> None:
     TRANSFERS.labels(result=result).inc()
+
+
+def transfer_request_refused(kind: str) -> None:
+    TRANSFER_REQUESTS_REFUSED.labels(kind).inc()
 
 
 def rtp_frames(received: int, sent: int, underruns: int) -> None:

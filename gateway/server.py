@@ -118,6 +118,11 @@ class Worker:
             metrics.invite_rejected(event.reason)
             log.info("INVITE refused %s %s: %s (from %s, to %s)", event.code, event.reason,
                      event.call_id, event.source or "?", event.dialled or "?")
+        elif isinstance(event, ev.TransferRefused):
+            metrics.transfer_request_refused(event.kind)
+            log.warning("audit: call %s: far end's %s to %s refused with %s%s", event.key,
+                        event.kind.upper() if event.kind == "refer" else "INVITE with Replaces",
+                        event.target, event.code, f" (from {event.source})" if event.source else "")
         elif isinstance(event, ev.MediaStats):
             metrics.rtp_frames(event.received, event.sent, event.underruns)
         elif isinstance(event, ev.Registration):
@@ -164,11 +169,12 @@ class Worker:
 
     async def _follow(self, call: Call, route: dp.Route) -> str:
         action = route.action
+        await call.set_transfers(route.transfers.resolve(self.settings.operator_uri))
         if isinstance(action, dp.RejectAction):
             await call.reject(action.code, action.reason)
             metrics.invite_rejected("dialplan")
             return "rejected"
-        if route.ring_seconds > 0:
+        if route.ring_seconds > 0 and not call.outbound:
             await call.ringing()
             try:
                 await asyncio.wait_for(call.disconnected.wait(), route.ring_seconds)

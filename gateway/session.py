@@ -31,6 +31,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # After the caller's turn ends, how long to wait for the recogniser's final words. Generous:
 # an offline recogniser on a busy machine can take seconds, and giving up early loses the answer.
 _TRANSCRIPT_WAIT = 6.0
+MAX_QUEUED_FRAMES = 500  # 10 s of 20 ms frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,8 @@ class CallSession:
         # One frame size for the whole inbound path: the port's frames, the VAD, the turn clock.
         self._frame_seconds = turn_config.frame_ms / 1000
         self._vad = Vad(frame_ms=turn_config.frame_ms)
-        self._frames: asyncio.Queue[bytes] = asyncio.Queue()
+        # Bounded: a loop that stalls drops the oldest audio instead of growing without end.
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._finals: list[TranscriptEvent] = []
         self._answers: deque[Answer] = deque()
         # Woken, not polled: a poll would add up to its period to every turn's latency.
@@ -86,8 +88,13 @@ class CallSession:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._open_stream()
-        await self.call.listen(lambda pcm: loop.call_soon_threadsafe(self._frames.put_nowait, pcm))
+        await self.call.listen(lambda pcm: loop.call_soon_threadsafe(self._queue_frame, pcm))
         self._tasks = [asyncio.create_task(self._hear(), name=f"hear-{self.call.key}")]
+
+    def _queue_frame(self, pcm: bytes) -> None:
+        if self._frames.full():
+            self._frames.get_nowait()
+        self._frames.put_nowait(pcm)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -33,12 +33,14 @@ __all__ = [
     "ToolRef",
     "Transfer",
     "Webhook",
+    "WebhookPolicy",
     "WebhookTool",
     "confirm_answer",
     "fill",
     "match_expected",
     "normalize_answer",
     "placeholders",
+    "script_targets",
     "script_texts",
 ]
 
@@ -192,6 +194,17 @@ class Webhook:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookPolicy:
+    """Rules for every webhook of a script. allow: networks (CIDR text) that may be reached
+    although they are private, loopback or link-local; public addresses need no entry.
+    secret_env: the environment variable holding the HMAC key that signs requests; only its
+    name is kept, so the secret never sits in a repr, a log or a record."""
+
+    allow: tuple[str, ...] = ()
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FallbackConfig:
     """When to give up on a question. escalate_to None: apologise and hang up instead of transferring.
 
@@ -215,7 +228,8 @@ class FallbackConfig:
 class AgentScript:
     """One agent. disclosure None: none is played. clips: phrase text or clip key -> recording.
     end_of_turn_ms / barge_in_min_ms None: the gateway's defaults. variables: names the context
-    webhook may fill, with the value used when it does not."""
+    webhook may fill, with the value used when it does not. webhooks: what its webhooks may reach
+    and how their requests are signed."""
 
     name: str
     path: str
@@ -230,6 +244,7 @@ class AgentScript:
     context_webhook: Webhook | None = None
     steps: tuple[Step, ...] = ()
     variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    webhooks: WebhookPolicy = WebhookPolicy()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clips", _frozen(self.clips))
@@ -383,6 +398,28 @@ def script_texts(script: AgentScript) -> set[str]:
         texts.add(script.disclosure)
     _collect(script.steps, texts)
     return {text for text in texts if not placeholders(text) and script.clip_for(text) is None}
+
+
+def script_targets(script: AgentScript) -> tuple[str, ...]:
+    """Every destination the script may transfer to (`operator` for the configured one)."""
+    targets: list[str] = []
+    _collect_targets(script.steps, targets, script.fallback.escalate_to or "operator")
+    if script.fallback.escalate_to:
+        targets.append(script.fallback.escalate_to)
+    return tuple(dict.fromkeys(targets))
+
+
+def _collect_targets(steps: Iterable[Step], targets: list[str], escalate: str) -> None:
+    for step in steps:
+        if isinstance(step, Transfer):
+            targets.append(step.target)
+            _collect_targets(step.on_failure, targets, escalate)
+        elif isinstance(step, Branch):
+            for case in (*step.cases.values(), step.default):
+                _collect_targets(case, targets, escalate)
+        elif isinstance(step, Llm) and any(getattr(t, "name", "") == "transfer" for t in step.tools):
+            # The model's transfer tool has no destination argument: it goes where this says.
+            targets.append(escalate)
 
 
 def _collect(steps: Iterable[Step], texts: set[str]) -> None:

@@ -33,6 +33,7 @@ from gateway.dialplan.model import (
     When,
     normalize_number,
 )
+from gateway.dialplan.transfers import OPERATOR, TransferPolicy, is_pattern, normalize_target
 from gateway.errors import ConfigError
 from gateway.yamlfile import Errors, Fields, Node, step_key
 
@@ -41,7 +42,8 @@ __all__ = ["dialplan_files", "flow_texts", "load_dialplans"]
 _T = TypeVar("_T")
 
 DEFAULT_NAME = "default"
-_TOP_KEYS = ("numbers", "timezone", "ring", "rules", "flow", "transfer", "reject", "agent")
+_TOP_KEYS = ("numbers", "timezone", "ring", "rules", "transfers", "flow", "transfer", "reject", "agent")
+_TRANSFERS_KEYS = ("allow", "caller_refer")
 _ACTION_KEYS = ("flow", "transfer", "reject", "agent")
 _RULE_KEYS = ("when", *_ACTION_KEYS)
 _WHEN_KEYS = ("callers", "days", "hours")
@@ -146,13 +148,60 @@ def _load_file(path: Path, errors: Errors) -> tuple[Dialplan, tuple[Node, ...]] 
     ring = errors.attempt(_ring, top.get("ring"))
     rules = errors.attempt(_rules, top.get("rules"), base, errors)
     action = errors.attempt(_action, top, base, errors)
+    transfers = errors.attempt(_transfers, top.get("transfers"), errors)
     if errors or number_nodes is None or timezone is None or ring is None:
         return None
-    if rules is None or action is None:
+    if rules is None or action is None or transfers is None:
         return None
     numbers = tuple(normalize_number(n.as_str()) for n in number_nodes)
-    plan = Dialplan(path.stem, str(path), numbers, timezone, ring, rules, action)
+    actions = (action, *(rule.action for rule in rules))
+    transfers = transfers.with_targets(tuple(t for a in actions for t in _action_targets(a)))
+    plan = Dialplan(path.stem, str(path), numbers, timezone, ring, rules, action, transfers)
     return plan, number_nodes
+
+
+def _transfers(node: Node | None, errors: Errors) -> TransferPolicy:
+    if node is None:
+        return TransferPolicy()
+    fields = node.fields(_TRANSFERS_KEYS, errors)
+    allow: list[str] = []
+    if (items := fields.get("allow")) is not None:
+        for item in items.as_list(single=True):
+            text = item.as_str().strip()
+            if text.lower() == OPERATOR:
+                allow.append(OPERATOR)
+                continue
+            if not is_pattern(text):
+                raise item.error(f"not a transfer destination or pattern: {text!r} (sip:user@host, "
+                                 "sips:..., tel:+digits; `*` matches anything)")
+            allow.append(normalize_target(text) or text)
+    caller = fields.get("caller_refer")
+    return TransferPolicy(tuple(allow), caller.as_bool() if caller is not None else False)
+
+
+def _action_targets(action: Action) -> list[str]:
+    """Destinations an action's own steps transfer to: allowed by construction."""
+    if isinstance(action, TransferAction):
+        return [action.target, *_step_targets(action.on_failure)]
+    if isinstance(action, FlowAction):
+        return _step_targets(action.steps)
+    if isinstance(action, AgentAction):
+        from gateway.agent.script import script_targets
+
+        return list(script_targets(action.script))  # type: ignore[arg-type]
+    return []
+
+
+def _step_targets(steps: Iterable[Step]) -> list[str]:
+    found: list[str] = []
+    for step in steps:
+        if isinstance(step, Transfer):
+            found += [step.target, *_step_targets(step.on_failure)]
+        elif isinstance(step, Gather):
+            for part in (step.prompt, step.no_input, step.no_match, step.failed,
+                         *step.branches.values()):
+                found += _step_targets(part)
+    return found
 
 
 def _numbers(top: Fields, is_default: bool) -> tuple[Node, ...]:

@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from gateway.dialplan.transfers import TransferPolicy
+
 __all__ = [
     "ANONYMOUS",
     "NOT_FOUND",
@@ -187,6 +189,7 @@ class Route:
     dialplan: str
     action: Action
     ring_seconds: float
+    transfers: TransferPolicy = TransferPolicy()
 
 
 NOT_FOUND = Route("none", RejectAction(404, "Not Found"), 0.0)
@@ -201,6 +204,8 @@ class Dialplan:
     ring_seconds: float = 0.0
     rules: tuple[Rule, ...] = ()
     action: Action = RejectAction(404, "Not Found")
+    # Where this plan's calls may be transferred (its own transfer steps' targets included).
+    transfers: TransferPolicy = TransferPolicy()
 
     def route(self, caller: str, now: datetime) -> Route:
         """First matching rule wins, else the plan's own action. now must be timezone-aware."""
@@ -209,7 +214,7 @@ class Dialplan:
         local = now.astimezone(ZoneInfo(self.timezone))
         who = normalize_number(caller)
         action = next((r.action for r in self.rules if r.when.matches(who, local)), self.action)
-        return Route(self.name, action, self.ring_seconds)
+        return Route(self.name, action, self.ring_seconds, self.transfers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip import pjutil
-from gateway.sip.message import InviteInfo, parse_invite, problems
+from gateway.sip.message import InviteInfo, parse_invite, printable, problems
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import SipEndpoint
@@ -42,6 +42,10 @@ class IncomingPolicy:
         self.draining = False
         self._trunk_users = {t.username for t in settings.trunks if t.registrar and t.username}
 
+    def trusted_source(self, source: str) -> bool:
+        host = _host(source)
+        return self.settings.trunk_for(host) is not None or host in self.settings.trusted
+
     def decide(self, message: str, source: str) -> Decision:
         info = parse_invite(message)
         if info.to_user and info.dialled in self._trunk_users:
@@ -50,8 +54,7 @@ class IncomingPolicy:
             info = replace(info, dialled=info.to_user)
         host = _host(source)
         trunk = self.settings.trunk_for(host)
-        trusted = host in self.settings.trusted
-        if trunk is None and not trusted:
+        if trunk is None and not self.trusted_source(source):
             return Decision(info, "", (403, "Forbidden"), "unknown_source")
         name = trunk.name if trunk else "front"
         problem = problems(message, datagram=True)
@@ -78,11 +81,17 @@ def _host(source: str) -> str:
 class GatewayCall(pj.Call):
     """A call leg. Talks to asyncio only through plain events keyed by our own call key."""
 
-    def __init__(self, owner: SipEndpoint, account: pj.Account, call_id: int) -> None:
+    def __init__(self, owner: SipEndpoint, account: pj.Account,
+                 call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
         self.key = next(_keys)
         self.owner = owner
+        self.account = account
+        # Set by the call's logic once routed (an object with allows_caller(uri)); until then,
+        # and for every far end the dialplan did not trust, REFER and Replaces are refused.
+        self.transfer_policy: object | None = None
         self.info: InviteInfo | None = None
+        self.trunk = ""
         # The buffer travels to asyncio, so its callback must not hold this pj object.
         self.playout = PlayoutBuffer(frame_bytes(owner.settings.frame_ms),
                                      on_drained=functools.partial(owner.post, ev.PlayoutDrained(self.key)))
@@ -134,6 +143,13 @@ class GatewayCall(pj.Call):
     def transfer(self, uri: str) -> None:
         self._transfer_done = False
         self.xfer(uri, pj.CallOpParam())
+
+    def set_transfer_policy(self, policy: object) -> None:
+        self.transfer_policy = policy
+
+    def _caller_may_move_to(self, uri: str) -> bool:
+        allows = getattr(self.transfer_policy, "allows_caller", None)
+        return bool(allows and allows(uri))
 
     def take_underruns(self) -> int:
         total = self.playout.underruns
@@ -189,6 +205,28 @@ class GatewayCall(pj.Call):
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
         method = _DTMF_METHODS.get(prm.method, "rfc4733")
         self.owner.post(ev.Dtmf(self.key, prm.digit, method))
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:  # noqa: N802
+        # pjsua's default accepts any REFER and dials its Refer-To: toll fraud in one request.
+        target = prm.dstUri
+        if not self._caller_may_move_to(target):
+            prm.statusCode = 603
+            self.owner.post(ev.TransferRefused(self.key, "refer", printable(target), 603))
+            return
+        # Allowed: the new leg is ours, tracked, recorded and drained like any other call.
+        leg = GatewayCall(self.owner, self.account)
+        self.owner.adopt(leg, referred_by=self.key, target=printable(target))
+        prm.newCall = leg
+
+    def onCallReplaceRequest(self, prm: pj.OnCallReplaceRequestParam) -> None:  # noqa: N802
+        # An INVITE with Replaces would take this call over from whoever knows its dialog ids.
+        source = prm.rdata.srcAddress
+        uri = pjutil.request_uri(prm.rdata.wholeMsg)
+        if not (self._caller_may_move_to(uri) and self.owner.policy.trusted_source(source)):
+            prm.statusCode = 603
+            prm.reason = "Decline"
+            self.owner.post(ev.TransferRefused(self.key, "replaces", printable(uri), 603,
+                                               printable(source)))
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:  # noqa: N802
         final = bool(prm.finalNotify) or prm.statusCode >= 200

@@ -231,6 +231,7 @@ class SipEndpoint:
         call = GatewayCall(self, account, prm.callId)
         decision = self.policy.decide(prm.rdata.wholeMsg, prm.rdata.srcAddress)
         call.info = decision.info
+        call.trunk = decision.trunk
         self.calls[call.key] = call
         if decision.reject:
             code, reason = decision.reject
@@ -260,6 +261,19 @@ class SipEndpoint:
 
     def post(self, event: ev.Event) -> None:
         self._post(event)
+
+    def adopt(self, leg: GatewayCall, *, referred_by: int, target: str) -> None:
+        """A leg pjsua dials for an allowed REFER: tracked like an incoming call, so it is
+        recorded, counted and drained; it runs the referring call's dialplan once answered."""
+        parent = self.calls.get(referred_by)
+        info = parent.info if parent is not None else None
+        leg.info = info
+        self.calls[leg.key] = leg
+        self._post(ev.IncomingCall(
+            key=leg.key, dialled=info.dialled if info else "", caller=target,
+            call_id=f"{info.call_id if info else leg.key};referred", source="",
+            trunk=parent.trunk if parent is not None else "", received_at=time.monotonic(),
+            playout=leg.playout, referred_by=referred_by))
 
     def forget(self, call: GatewayCall) -> None:
         self.calls.pop(call.key, None)

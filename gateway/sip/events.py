@@ -17,6 +17,8 @@ class IncomingCall:
     trunk: str
     received_at: float       # time.monotonic() when the INVITE reached the gateway
     playout: PlayoutBuffer
+    # A leg the gateway dials itself (a caller's REFER the dialplan allowed): answered by the far end.
+    referred_by: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +85,16 @@ class MediaStats:
     underruns: int
 
 
-Event = IncomingCall | CallState | MediaReady | PlayoutDrained | Dtmf | TransferStatus | Registration | Rejected | MediaStats
+@dataclass(frozen=True, slots=True)
+class TransferRefused:
+    """The far end asked to move a call (REFER, INVITE with Replaces) and was refused."""
+
+    key: int
+    kind: str                # "refer" | "replaces"
+    target: str              # printable: bounded and escaped
+    code: int
+    source: str = ""
+
+
+Event = (IncomingCall | CallState | MediaReady | PlayoutDrained | Dtmf | TransferStatus | Registration
+         | Rejected | MediaStats | TransferRefused)

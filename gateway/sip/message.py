@@ -15,6 +15,13 @@ _COMPACT = {"i": "call-id", "t": "to", "f": "from", "l": "content-length", "c": 
 _USER = re.compile(r"^(?:sips?|tel):([^@;>?]*)", re.IGNORECASE)
 _SINGLE = ("call-id", "to", "from", "cseq", "max-forwards", "content-length")
 _SDP_RANGES = ("application/sdp", "application/*", "*/*")
+# A number keeps only what a keypad can dial; any other user part keeps RFC 3261's unreserved
+# characters. Nothing else from a caller reaches a log, a record, a prompt or a dial string.
+_NUMBER = re.compile(r"^\+?[0-9*#().\s-]{1,64}$")
+_NOT_NUMBER_CHAR = re.compile(r"[^+0-9*#]")
+_NOT_USER_CHAR = re.compile(r"[^A-Za-z0-9._~!*'()+-]")
+_MAX_USER = 64
+_PRINTABLE_MAX = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,8 @@ def parse_invite(text: str) -> InviteInfo:
     to_user = _uri_user(_addr(dict(headers).get("to", "")))
     dialled = ruri_user or to_user
     caller = _uri_user(_addr(dict(headers).get("from", "")))
-    return InviteInfo(dialled=dialled, caller=caller, call_id=dict(headers).get("call-id", ""),
+    call_id = printable(dict(headers).get("call-id", ""))
+    return InviteInfo(dialled=dialled, caller=caller, call_id=call_id,
                       headers=headers, to_user=to_user)
 
 
@@ -143,7 +151,23 @@ def _uri_user(uri: str) -> str:
     match = _USER.match(uri.strip())
     if not match:
         return ""
-    user = unquote(match.group(1))
+    user = clean_user(unquote(match.group(1)))
     if uri.lower().startswith("tel:"):
         return user
     return user if "@" in uri else ""
+
+
+def clean_user(user: str) -> str:
+    """A URI user part restricted to its grammar: numbers to [+0-9*#], names to unreserved
+    characters, at most 64 of them (a `%0D%0A` in a From user never forges a log line)."""
+    if _NUMBER.match(user) and any(c.isdigit() for c in user):
+        return _NOT_NUMBER_CHAR.sub("", user)[:_MAX_USER]
+    return _NOT_USER_CHAR.sub("", user)[:_MAX_USER]
+
+
+def printable(text: str) -> str:
+    """Untrusted text bounded and with every control or non-ASCII character escaped, for a log
+    line or a record."""
+    clipped = text[:_PRINTABLE_MAX]
+    escaped = clipped.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped + ("..." if len(text) > _PRINTABLE_MAX else "")

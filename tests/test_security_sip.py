@@ -1,0 +1,128 @@
+"""Attacks on the SIP side of a real gateway: a caller's REFER or Replaces must never make it dial,
+and caller-supplied header text never reaches a log line raw."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import GatewayProcess, wait_metric
+from tests.support.phones import Answerer
+from tests.support.rawsip import RawDialog
+
+HOLD = 'numbers: ["+15550700"]\nflow:\n  - pause: 8\n  - hangup: true\n'
+
+
+def _plans(tmp: Path, plan: str = HOLD) -> Path:
+    plans = tmp / "dialplans"
+    plans.mkdir()
+    (plans / "default.yaml").write_text("reject: 404\n")
+    (plans / "+15550700.yaml").write_text(plan)
+    return plans
+
+
+@pytest.fixture
+def trap():
+    """A UDP socket standing in for a premium-rate number: anything sent to it was dialled."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    yield sock
+    sock.close()
+
+
+def _nothing_arrives(sock: socket.socket, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.recvfrom(65535)
+            return False
+        except (TimeoutError, socket.timeout):
+            pass
+    return True
+
+
+def test_caller_refer_is_refused_and_nothing_is_dialled(tmp_path: Path, trap: socket.socket) -> None:
+    target = f"sip:+19005550199@127.0.0.1:{trap.getsockname()[1]}"
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw, RawDialog(("127.0.0.1", gw.sip_port), "+15550700") as dialog:
+        assert dialog.invite() == 200
+        dialog.request("REFER", headers=f"Refer-To: <{target}>\r\nReferred-By: <sip:x@127.0.0.1>\r\n")
+        assert dialog.final("REFER") == 603
+        assert _nothing_arrives(trap, 2.0), "the gateway dialled the Refer-To target"
+        assert wait_metric(gw, "gateway_transfer_requests_refused_total", 1, kind="refer")
+        assert dialog.bye() == 200
+        records = gw.wait_records(1)
+        assert len(records) == 1 and records[0]["outcome"] == "caller_hangup"
+        assert "audit: call" in gw.log() and "+19005550199" in gw.log()
+        gw.signal(signal.SIGTERM)
+        assert gw.wait(30) == 0
+
+
+def test_invite_with_replaces_cannot_take_over_a_call(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw, \
+            RawDialog(("127.0.0.1", gw.sip_port), "+15550700") as victim, \
+            RawDialog(("127.0.0.1", gw.sip_port), "+15550700", from_user="intruder") as intruder:
+        assert victim.invite() == 200
+        to_tag = (victim.to.split("tag=", 1) + [""])[1].split(";")[0]
+        replaces = f"Replaces: {victim.call_id};to-tag={to_tag};from-tag={victim.tag}\r\n"
+        assert intruder.invite(headers=replaces) == 603
+        assert wait_metric(gw, "gateway_transfer_requests_refused_total", 1, kind="replaces")
+        assert victim.bye() == 200  # the victim's call was never touched
+        gw.signal(signal.SIGTERM)
+        assert gw.wait(30) == 0
+
+
+def test_refer_allowed_by_the_dialplan_dials_a_tracked_leg(tmp_path: Path) -> None:
+    with Answerer(tmp_path, "--max-duration", "2") as answerer:
+        plan = (f'numbers: ["+15550700"]\ntransfers:\n  caller_refer: true\n'
+                f'  allow: ["sip:*@127.0.0.1:{answerer.port}"]\n'
+                'flow:\n  - pause: 8\n  - hangup: true\n')
+        with GatewayProcess(tmp_path, _plans(tmp_path, plan)) as gw, \
+                RawDialog(("127.0.0.1", gw.sip_port), "+15550700") as dialog:
+            assert dialog.invite() == 200
+            dialog.request("REFER", headers=f"Refer-To: <{answerer.uri}>\r\n")
+            assert dialog.final("REFER") == 202
+            elsewhere = "sip:+19005550199@127.0.0.1:9"
+            dialog.request("REFER", headers=f"Refer-To: <{elsewhere}>\r\n")
+            assert dialog.final("REFER") == 603  # still only to the allowed destination
+            dialog.bye()
+            records = gw.wait_records(2, timeout=20)
+            leg = [r for r in records if r.get("referred_by")]
+            assert len(leg) == 1 and leg[0]["referred_by"] == dialog.call_id
+            assert leg[0]["answered"] is not None
+            gw.signal(signal.SIGTERM)
+            assert gw.wait(30) == 0
+
+
+def test_header_text_cannot_forge_log_lines(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw:
+        forged = "5550001%0D%0A2026-01-01%20INFO%20gateway%20forged%20line"
+        with RawDialog(("127.0.0.1", gw.sip_port), "+15550700", from_user=forged,
+                       display="Eve\x1b[31m") as dialog:
+            assert dialog.invite() == 200
+            dialog.bye()
+        records = gw.wait_records(1)
+        assert records[0]["caller"] == "55500012026-01-01INFOgatewayforgedline"
+    assert not any(line.startswith("2026-01-01") or "forged line" in line
+                   for line in gw.log().splitlines())
+    assert "\x1b" not in gw.log()
+
+
+def test_unknown_dtmf_info_flood_stays_bounded(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw, RawDialog(("127.0.0.1", gw.sip_port), "+15550700") as dialog:
+        assert dialog.invite() == 200
+        for sent in range(400):
+            dialog.request("INFO", body="Signal=5\r\nDuration=160\r\n",
+                           content_type="application/dtmf-relay")
+            if sent % 20 == 19:
+                while dialog.recv(0.01) is not None:  # keep our own socket from overflowing
+                    pass
+        assert wait_metric(gw, "gateway_dtmf_digits_total", 400, timeout=20, method="info")
+        assert dialog.bye() == 200  # the call survived the flood
+        record = gw.wait_records(1)[0]
+        assert len(record["digits"]) <= 64
+        assert gw.metric("gateway_dtmf_dropped_total") >= 400 - 64
