@@ -58,6 +58,13 @@ class Settings:
     frame_ms: int = DEFAULT_FRAME_MS
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9100
+    # The SIP door for sources outside every trunk (see README "Security"): their INVITEs are
+    # refused with 403 ("reject") or dropped unanswered ("drop"); a source sending more than
+    # flood_rate requests/s (after flood_burst) is banned for ban_seconds.
+    unknown_sources: str = "reject"
+    flood_rate: float = 10.0
+    flood_burst: int = 20
+    ban_seconds: float = 300.0
     dialplans: Path = DEFAULT_DIALPLANS
     codec_profile: Path = DEFAULT_CODECS
     operator_uri: str = "sip:operator@127.0.0.1:5070"
@@ -103,8 +110,9 @@ class Settings:
 _TOP_KEYS = {
     "sip", "media", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
     "calls_per_worker", "drain_timeout", "records", "cache_dir", "log_level",
-    "stt", "tts", "llm", "provider_options",
+    "stt", "tts", "llm", "provider_options", "security",
 }
+_SECURITY_KEYS = {"unknown_sources", "flood_rate", "flood_burst", "ban_seconds"}
 _SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
 _MEDIA_KEYS = {"frame_ms"}
 _METRICS_KEYS = {"address", "port"}
@@ -168,6 +176,12 @@ def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
     if (node := doc.get("media")) is not None:
         media = node.fields(_MEDIA_KEYS, errors)
         take(media, "frame_ms", "frame_ms", _frame_ms)
+    if (node := doc.get("security")) is not None:
+        sec = node.fields(_SECURITY_KEYS, errors)
+        take(sec, "unknown_sources", "unknown_sources", _unknown_sources)
+        take(sec, "flood_rate", "flood_rate", lambda n: n.as_float(at_least=0.1))
+        take(sec, "flood_burst", "flood_burst", lambda n: n.as_int(at_least=1))
+        take(sec, "ban_seconds", "ban_seconds", lambda n: n.as_float(at_least=1))
     if (node := doc.get("metrics")) is not None:
         met = node.fields(_METRICS_KEYS, errors)
         take(met, "address", "metrics_address", yamlfile.Node.as_str)
@@ -274,6 +288,13 @@ def _frame_ms(node: yamlfile.Node) -> int:
     if value not in FRAME_MS_CHOICES:
         raise node.error(f"frame_ms must be 10 or 20, got {value}")
     return value
+
+
+def _unknown_sources(node: yamlfile.Node) -> str:
+    text = node.as_str().lower()
+    if text not in ("reject", "drop"):
+        raise node.error("unknown_sources must be reject (403) or drop (no answer)")
+    return text
 
 
 def _log_level(node: yamlfile.Node) -> str:
