@@ -62,7 +62,8 @@ class DeepgramSTT(SpeechToText):
         elif _deepgram_host(url):
             key = os.environ.get("DEEPGRAM_API_KEY", "")
             if not key:
-                raise ProviderError(PROVIDER, "no API key: set DEEPGRAM_API_KEY (or api_key_env / api_key_file)")
+                raise ProviderError(PROVIDER,
+                                    "no API key: set DEEPGRAM_API_KEY (or api_key_env / api_key_file)")
         else:
             # DEEPGRAM_API_KEY is for Deepgram's own hosts; another url (a self-hosted server)
             # gets a key only when one is named for it.
