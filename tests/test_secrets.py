@@ -1,4 +1,5 @@
-"""Secrets: never written in gateway.yaml, sent only where they belong, never in logs or records."""
+"""Secrets: never written in gateway.yaml, sent only where they belong, never in logs, records
+or webhooks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import secrets
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -218,24 +221,48 @@ def test_credentials_are_offered_to_the_trunk_realm_only(tmp_path):
         assert kinds <= {"rcv", "challenged"}, kinds
 
 
-# -- the whole gateway: no secret value in its log, records, journal or metrics -----------------------
+# -- the whole gateway: no secret value in its log, records, journal, metrics or webhooks ------------
 
 
 AGENT = """
 name: secrets
 disclosure: false
+webhooks: {{allow: [127.0.0.1/32], secret_env: HOOK_SECRET}}
 steps:
   - say: "How can I help?"
   - llm:
       instructions: "You book appointments."
+      tools:
+        - webhook:
+            name: check_slot
+            url: "http://127.0.0.1:{port}/slots"
+            description: "Find a free slot on a day"
+            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
       max_turns: 1
   - hangup: true
 """
 
 
-def test_no_secret_reaches_logs_records_or_metrics(tmp_path):
+class _Hook(BaseHTTPRequestHandler):
+    seen: list[str] = []  # each request as it arrived: request line, headers, body
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        _Hook.seen.append(f"{self.requestline}\n{self.headers}\n{body}")
+        answer = b'{"free_slot": "three pm"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_no_secret_reaches_logs_records_webhooks_or_metrics(tmp_path):
     from tests.fakes.deepgram_server import FakeDeepgram, Utterance
-    from tests.fakes.openai_server import FakeOpenAI, Reply
+    from tests.fakes.openai_server import FakeOpenAI, Reply, ScriptedToolCall
 
     token = secrets.token_hex(6)
     pw1, pw2 = f"trunk-one-{token}", f"trunk-two-{token}"
@@ -244,16 +271,21 @@ def test_no_secret_reaches_logs_records_or_metrics(tmp_path):
         "file password": pw1, "its HA1": md5(f"gw1:127.0.0.1:{pw1}"),
         "password of the HA1": pw2, "HA1 in the environment": ha2,
         "DEEPGRAM_API_KEY": f"dg-default-{token}", "named Deepgram key": f"dg-own-{token}",
-        "OPENAI_API_KEY": f"sk-openai-{token}",
+        "OPENAI_API_KEY": f"sk-openai-{token}", "webhook signing secret": f"hook-{token}",
     }
     (tmp_path / "trunk1_password").write_text(pw1 + "\n")
     env = {"GW2_HA1": ha2, "DG_OWN_KEY": values["named Deepgram key"],
-           "DEEPGRAM_API_KEY": values["DEEPGRAM_API_KEY"], "OPENAI_API_KEY": values["OPENAI_API_KEY"]}
+           "DEEPGRAM_API_KEY": values["DEEPGRAM_API_KEY"], "OPENAI_API_KEY": values["OPENAI_API_KEY"],
+           "HOOK_SECRET": values["webhook signing secret"]}
     dg = FakeDeepgram([Utterance("I would like an appointment on Friday.", after_bytes=16000)],
                       api_key=values["named Deepgram key"])
-    llm = FakeOpenAI([Reply(text_pieces=["Friday ", "works."])])
+    llm = FakeOpenAI([Reply(tool_calls=[ScriptedToolCall("check_slot", '{"day": "friday"}')]),
+                      Reply(text_pieces=["Friday ", "works."])])
+    _Hook.seen = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
     with KamailioRegistrar("gw1", pw1, extra_users={"gw2": pw2}) as registrar, serving(dg), serving(llm):
-        plans = plans_dir(tmp_path, {"secrets": AGENT})
+        plans = plans_dir(tmp_path, {"secrets": AGENT.format(port=hook.server_address[1])})
         turn = speech_wav(tmp_path, "ask", "I would like an appointment on Friday.")
         extra = {
             "log_level": "debug",  # the most a log can say
@@ -276,13 +308,15 @@ def test_no_secret_reaches_logs_records_or_metrics(tmp_path):
         check = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "check", "--config", str(gw.config_path)],
             capture_output=True, text=True, timeout=60, env=gw.env)
+    hook.shutdown()
     assert out["status"] == 200
     assert dg.sessions, gw.log()  # the recogniser was reached with its own key...
     assert llm.requests and {r.headers.get("authorization") for r in llm.requests} == {"Bearer unused"}
     assert check.returncode == 0, check.stderr
+    assert len(_Hook.seen) == 1 and "X-Gateway-Signature" in _Hook.seen[0], gw.log()
     places = {"log": gw.log(), "records": gw.records.read_text(), "metrics": metrics,
               "journal": journal.read_text() if journal.exists() else "",
-              "check": check.stdout + check.stderr}
+              "webhook": "\n".join(_Hook.seen), "check": check.stdout + check.stderr}
     leaks = [(what, where) for what, value in values.items() for where, text in places.items()
              if value in text]
     assert leaks == []
