@@ -136,6 +136,7 @@ class _Webhook(BaseHTTPRequestHandler):
 AGENT_LLM = """
 name: llm
 disclosure: false
+webhooks: {{allow: [127.0.0.1/32]}}
 steps:
   - say: "How can I help?"
   - llm:
@@ -260,6 +261,7 @@ AGENT_CONTEXT = """
 name: context
 disclosure: "This is an automated assistant."
 context_webhook: {{url: "http://127.0.0.1:{port}/context", timeout: 2}}
+webhooks: {{allow: [127.0.0.1/32]}}
 variables: {{customer: "there"}}
 steps:
   - say: "Hello {{customer}}."

@@ -31,16 +31,14 @@ def refusal(address: str, allow: Iterable[Network] = ()) -> str | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
     except ValueError:
         return f"{address!r} is not an IP address"
-    # The IPv4 address an IPv6 one carries first: it names the real destination best.
-    candidates = ([v4] if (v4 := _embedded_ipv4(ip)) is not None else []) + [ip]
+    # An IPv6 address that carries an IPv4 one is judged by that: it is where packets end up
+    # (the wrappers themselves count as reserved, which would refuse public hosts).
     allow = tuple(allow)
+    candidates = [ip] + ([v4] if (v4 := _embedded_ipv4(ip)) is not None else [])
     if any(c in net for c in candidates for net in allow if c.version == net.version):
         return None
-    for candidate in candidates:
-        kind = _kind(candidate)
-        if kind is not None:
-            return f"{address} is a {kind} address"
-    return None
+    kind = _kind(candidates[-1])
+    return None if kind is None else f"{address} is a {kind} address"
 
 
 def _embedded_ipv4(ip: Address) -> ipaddress.IPv4Address | None:

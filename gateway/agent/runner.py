@@ -4,14 +4,15 @@ the fallback policy, branches, transfer, hangup. Audio and timing belong to Call
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 
 from gateway import metrics
 from gateway.agent import fallback as fb
 from gateway.agent import script as sc
-from gateway.agent.llm_step import LlmConversation, call_webhook
+from gateway.agent import webhooks
+from gateway.agent.llm_step import LlmConversation
+from gateway.agent.untrusted import spoken
 from gateway.errors import ProviderError
 from gateway.flow import TRANSFER_FAILED_TEXT
 from gateway.providers.base import LanguageModel
@@ -55,23 +56,25 @@ class ScriptRunner:
             context.cancel()
 
     async def _fetch_context(self) -> dict[str, str]:
-        """The context webhook's JSON object, declared variables only; {} when it fails."""
+        """The context webhook's JSON object, declared variables only, each made fit to speak;
+        {} when it fails."""
         hook = self.script.context_webhook
         if hook is None:
             return {}
-        body = json.dumps({"caller": self.variables.get("caller"), "called": self.variables.get("called")})
-        tool = sc.WebhookTool(name="context", url=hook.url, description="caller context",
-                              method=hook.method, timeout=hook.timeout)
-        loop = asyncio.get_running_loop()
+        payload = {"caller": self.variables.get("caller"), "called": self.variables.get("called")}
         try:
-            data = json.loads(await loop.run_in_executor(None, call_webhook, tool, body))
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict) or "error" in data:
+            data = await webhooks.send(hook.url, hook.method, payload, timeout=hook.timeout,
+                                       policy=self.script.webhooks, call_id=self.call.record.call_id)
+        except webhooks.WebhookError as exc:
+            data, reason = None, str(exc)
+        else:
+            reason = "not a JSON object"
+        if not isinstance(data, dict):
             metrics.fallback("context_webhook")
-            log.warning("call %s: context webhook gave nothing usable: %r", self.call.key, data)
+            log.warning("call %s: context webhook gave nothing usable: %s", self.call.key, reason)
             return {}
-        return {k: str(v) for k, v in data.items() if k in self.script.variables}
+        values = {k: spoken(v) for k, v in data.items() if k in self.script.variables}
+        return {k: v for k, v in values.items() if v}
 
     async def steps(self, steps: Sequence[sc.Step]) -> None:
         for step in steps:
@@ -194,7 +197,8 @@ class ScriptRunner:
             log.warning("call %s: llm step skipped: no language model configured (llm: in "
                         "gateway.yaml)", self.call.key)
             return
-        conversation = LlmConversation(step, self._llm, self.session, self.variables, self._say)
+        conversation = LlmConversation(step, self._llm, self.session, self.variables, self._say,
+                                      self.script.webhooks)
         try:
             ending = await conversation.run()
         except ProviderError as exc:

@@ -9,13 +9,17 @@ gathered when that is too late.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+import jsonschema
 
 from gateway import yamlfile
 from gateway.agent.script import (
@@ -36,6 +40,7 @@ from gateway.agent.script import (
     ToolRef,
     Transfer,
     Webhook,
+    WebhookPolicy,
     WebhookTool,
     normalize_answer,
     placeholders,
@@ -49,7 +54,7 @@ _T = TypeVar("_T")
 
 _TOP_KEYS = (
     "name", "disclosure", "voice", "language", "vocabulary", "end_of_turn_ms", "barge_in_min_ms",
-    "clips", "fallback", "context_webhook", "variables", "steps",
+    "clips", "fallback", "context_webhook", "webhooks", "variables", "steps",
 )  # fmt: skip
 _STEP_KEYS = ("say", "play", "gather", "branch", "llm", "transfer", "hangup")
 _GATHER_KEYS = ("name", "prompt", "input", "expect", "confirm", "timeout")
@@ -58,6 +63,9 @@ _LLM_KEYS = ("instructions", "tools", "exit_when", "max_turns")
 _TRANSFER_KEYS = ("to", "on_failure")
 _FALLBACK_KEYS = ("max_no_input", "max_no_match", "max_failures", "low_confidence", "escalate_to")
 _WEBHOOK_KEYS = ("url", "timeout", "method")
+_POLICY_KEYS = ("allow", "secret_env")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MIN_SECRET = 16  # characters: a short HMAC key can be guessed offline from one signed request
 _TOOL_KEYS = ("name", "url", "method", "description", "parameters", "timeout")
 _CLIP_KEYS = ("text", "file")
 _INPUTS: tuple[InputMode, ...] = ("speech", "dtmf", "both")
@@ -133,6 +141,7 @@ def _load(path: Path, errors: Errors) -> AgentScript | None:
     clips: dict[str, Path] = opt("clips", lambda n: _clips(n, base, errors), {})
     fallback = opt("fallback", lambda n: _fallback(n, errors), FallbackConfig())
     webhook = opt("context_webhook", lambda n: _webhook(n, errors, 2.0), None)
+    policy = opt("webhooks", lambda n: _policy(n, errors), WebhookPolicy())
     variables_node = top.get("variables")
     variables = {} if variables_node is None else errors.attempt(_variables, variables_node, errors)
 
@@ -153,7 +162,7 @@ def _load(path: Path, errors: Errors) -> AgentScript | None:
     _check_uses(scope)
     return AgentScript(
         name, str(path), disclosure, voice, language, vocabulary, end_of_turn, barge_in,
-        clips, fallback, webhook, steps, variables,
+        clips, fallback, webhook, steps, variables, policy,
     )  # fmt: skip
 
 
@@ -252,6 +261,37 @@ def _webhook(node: Node, errors: Errors, timeout: float) -> Webhook:
     fields = node.fields(_WEBHOOK_KEYS, errors)
     url = _url(fields.require("url"))
     return Webhook(url, _timeout(fields, errors, timeout), _method(fields, errors))
+
+
+def _policy(node: Node, errors: Errors) -> WebhookPolicy:
+    fields = node.fields(_POLICY_KEYS, errors)
+    allow_node, secret_node = fields.get("allow"), fields.get("secret_env")
+    allow = () if allow_node is None else allow_node.as_list(single=True)
+    networks = (errors.attempt(_network, item) for item in allow)
+    secret_env = None if secret_node is None else errors.attempt(_secret_env, secret_node)
+    return WebhookPolicy(tuple(n for n in networks if n is not None), secret_env)
+
+
+def _network(node: Node) -> str:
+    text = node.as_str()
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        wanted = "an address or a network like 10.0.0.0/8 (no host bits)"
+        raise node.error(f"expected {wanted}, got {text!r}") from None
+
+
+def _secret_env(node: Node) -> str:
+    """The variable's name; its value must be set now, and is read again for each request."""
+    name = node.as_str()
+    if not _ENV_NAME.match(name):
+        raise node.error(f"secret_env names an environment variable, got {name!r}")
+    value = os.environ.get(name)
+    if not value:
+        raise node.error(f"environment variable {name} is not set (the webhook signing secret)")
+    if len(value) < _MIN_SECRET:
+        raise node.error(f"environment variable {name} is shorter than {_MIN_SECRET} characters")
+    return name
 
 
 def _url(node: Node) -> str:
@@ -488,7 +528,12 @@ def _schema(node: Node) -> str:
         raise node.error(f"parameters must be a JSON Schema object (a mapping), got {node.describe()}")
     if value.get("type", "object") != "object":
         raise node.error("parameters must have type: object (the tool's arguments)")
-    return json.dumps({"type": "object", **value}, sort_keys=True)
+    schema = {"type": "object", **value}
+    try:  # the model's arguments are checked against it on every call
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise node.error(f"parameters is not a valid JSON Schema: {error.message}") from None
+    return json.dumps(schema, sort_keys=True)
 
 
 def _plain(node: Node) -> object:
