@@ -6,6 +6,9 @@ OPTIONS, and stays in the signalling path (Record-Route) so in-dialog requests f
 Dispatched calls are tracked as Kamailio dialogs tagged with their worker, so the calls of a
 worker that died can be hung up from the front (`Front.end_dialogs_on`).
 Workers send their trunk REGISTERs (and outbound requests) out through the front.
+Every other source is screened first (route SCREEN): pike counts its requests, one that floods is
+banned for `ban_seconds` (an htable entry that expires by itself) and dropped silently meanwhile;
+a source in no trunk's allow list gets 403, or nothing with unknown_sources="drop".
 Pure rendering plus process control: nothing here imports pjsua2.
 """
 
@@ -31,6 +34,7 @@ from gateway.errors import GatewayError
 KAMAILIO = "kamailio"
 KAMCMD = "kamcmd"
 WORKER_SET = 1  # dispatcher group holding the workers
+_TRUSTED_TCP_LIFETIME = 3605  # a carrier's TCP connection may idle through a long call
 
 State = Literal["active", "inactive", "disabled", "probing"]
 # Kamailio state letters. 'd' for drain: 'i' would be undone by the next good OPTIONS ping.
@@ -92,6 +96,24 @@ class FrontSettings:
     ping_interval: int = 2
     worker_timeout_ms: int = 2000  # no reply from a worker within this → try the next one
     advertise: str | None = None  # public address for Via/Record-Route when behind NAT
+    # Sources in no allow list (scanners, strangers): "reject" answers 403, "drop" answers nothing.
+    unknown_sources: str = "reject"
+    # Untrusted sources: about this many requests per second (pike, over 2 s) earn a ban.
+    source_rate: int = 10
+    ban_seconds: int = 300
+    tcp_max_connections: int = 2048
+    # TCP connections idle this long are closed; trusted sources get 3605 s on each request, so
+    # only connections that never identified as a trunk or worker go this soon.
+    tcp_idle_seconds: int = 20
+
+
+class ScreeningStats(TypedDict):
+    """The front's flood and scanner counters (kamcmd cnt.grp_get_all + htable.stats)."""
+
+    bans: int  # sources banned since start
+    banned_now: int  # bans not yet expired
+    dropped_banned: int  # requests dropped because their source is banned
+    unknown_source: int  # requests from sources in no allow list (403 or dropped)
 
 
 def _host(address: str) -> str:
@@ -123,6 +145,12 @@ def _validate(s: FrontSettings) -> list[str]:
             raise FrontError(f"worker {w.uid}: bad port {w.port} or max_load {w.max_load}")
     if s.ping_interval < 1 or s.worker_timeout_ms < 100:
         raise FrontError("ping_interval must be >= 1 s and worker_timeout_ms >= 100 ms")
+    if s.unknown_sources not in ("reject", "drop"):
+        raise FrontError(f"unknown_sources must be reject or drop: {s.unknown_sources!r}")
+    if s.source_rate < 1 or s.ban_seconds < 1 or s.tcp_idle_seconds < 1:
+        raise FrontError("source_rate, ban_seconds and tcp_idle_seconds must be >= 1")
+    if not 16 <= s.tcp_max_connections <= 65536:
+        raise FrontError(f"tcp_max_connections out of range: {s.tcp_max_connections}")
     return networks
 
 
@@ -141,6 +169,11 @@ def render_config(s: FrontSettings, *, ctl_socket: Path | None = None) -> tuple[
     ctl = ctl_socket or _ctl_path(runtime)
     allow = "\n".join(f'    if (is_in_subnet("$si", "{n}")) return 1;' for n in networks)
     adv = f" advertise {_host(s.advertise)}:{s.listen_port}" if s.advertise else ""
+    if s.unknown_sources == "drop":
+        unknown = "    route(SILENCE);"
+    else:
+        unknown = ('    xlog("L_NOTICE", "FRONT denied method=$rm src=$si:$sp\\n");\n'
+                   '    sl_send_reply("403", "Forbidden");\n    exit;')
     values = {
         "@LISTEN@": f"{_host(s.listen_address)}:{s.listen_port}{adv}",
         "@SELF@": f"{_host(s.advertise or s.listen_address)}:{s.listen_port}",
@@ -151,11 +184,30 @@ def render_config(s: FrontSettings, *, ctl_socket: Path | None = None) -> tuple[
         "@NWORKERS@": str(len(s.workers)),
         "@SET@": str(WORKER_SET),
         "@ALLOW@": allow or "    # nobody but the workers",
+        "@UNKNOWN@": unknown,
+        "@PIKE@": str(2 * s.source_rate),  # pike counts per 2 s sampling unit
+        "@BAN@": str(s.ban_seconds),
+        "@TCPMAX@": str(s.tcp_max_connections),
+        "@TCPIDLE@": str(s.tcp_idle_seconds),
+        "@TCPTRUSTED@": str(_TRUSTED_TCP_LIFETIME),
     }
     text = _CFG
     for key, value in values.items():
         text = text.replace(key, value)
     return text, render_dispatcher_list(s)
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """`kamcmd cnt.grp_get_all script` output → {name: value}."""
+    out: dict[str, int] = {}
+    todo = parse_rpc_tree(text)
+    while todo:
+        key, value = todo.pop()
+        if isinstance(value, list):
+            todo += value  # kamcmd wraps the group in an anonymous record
+        elif value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
 
 
 def _ctl_path(runtime: Path) -> Path:
@@ -400,6 +452,21 @@ class Front:
             })
         return result
 
+    def screening(self) -> ScreeningStats:
+        """Flood and scanner counters since the front started (two kamcmd calls)."""
+        counters = parse_counters(self.kamcmd("cnt.grp_get_all", "script"))
+        banned_now = 0
+        for table in _walk(parse_rpc_tree(self.kamcmd("htable.stats")), ""):
+            fields = dict(kv for kv in table if isinstance(kv[1], str))
+            if fields.get("name") == "ipban" and fields.get("all", "").isdigit():
+                banned_now = int(fields["all"])
+        return {
+            "bans": counters.get("bans", 0),
+            "banned_now": banned_now,
+            "dropped_banned": counters.get("banned", 0),
+            "unknown_source": counters.get("unknown_source", 0),
+        }
+
     def end_dialogs_on(self, worker: str | FrontWorker) -> int:
         """Hang up every answered call the front dispatched to `worker` (call it once the worker
         died): the front sends BYE to the caller (and to the worker's address, which may be gone)
@@ -434,6 +501,11 @@ auto_aliases=no
 server_signature=no
 listen=udp:@LISTEN@
 listen=tcp:@LISTEN@
+# TCP: a bounded number of connections, and short-lived unless their source is trusted (SCREEN
+# extends those): idle connections from strangers cannot pile up for an hour.
+tcp_max_connections=@TCPMAX@
+tcp_connection_lifetime=@TCPIDLE@
+tcp_accept_no_cl=yes
 
 loadmodule "tm.so"
 loadmodule "tmx.so"
@@ -452,8 +524,25 @@ loadmodule "corex.so"
 loadmodule "ipops.so"
 loadmodule "dispatcher.so"
 loadmodule "dialog.so"
+loadmodule "pike.so"
+loadmodule "htable.so"
+loadmodule "counters.so"
+loadmodule "tcpops.so"
 
 modparam("ctl", "binrpc", "unix:@CTL@")
+# Flood screening of untrusted sources: pike flags a source sending more than @PIKE@ requests in
+# a 2 s unit; the ban is an ipban entry that expires by itself after @BAN@ s. The ban line in
+# the log is ours (FRONT ban), so pike's own stays at debug level.
+modparam("pike", "sampling_time_unit", 2)
+modparam("pike", "reqs_density_per_unit", @PIKE@)
+modparam("pike", "remove_latency", 4)
+modparam("pike", "pike_log_level", 3)
+modparam("htable", "htable", "ipban=>size=10;autoexpire=@BAN@;")
+modparam("htable", "timer_interval", 10)
+# Read by the supervisor's /metrics (kamcmd cnt.grp_get_all script).
+modparam("counters", "script_counter", "bans Sources banned")
+modparam("counters", "script_counter", "banned Requests dropped from banned sources")
+modparam("counters", "script_counter", "unknown_source Requests from sources in no allow list")
 # fr_timer also bounds dispatcher's OPTIONS probes, so it is the worker timeout: a dead worker
 # is marked down within ping_interval + this. Requests to carriers get tm's usual timers back
 # with t_set_fr() in FROM_WORKER/WITHINDLG, so a slow carrier is not cut off.
@@ -479,6 +568,7 @@ modparam("dispatcher", "ds_hash_expire", 7200)
 modparam("dispatcher", "ds_hash_check_interval", 10)
 
 request_route {
+    route(SCREEN);
     if (!mf_process_maxfwd_header("10")) {
         sl_send_reply("483", "Too Many Hops");
         exit;
@@ -513,11 +603,7 @@ request_route {
         route(FROM_WORKER);
         exit;
     }
-    if (!route(ALLOWED)) {
-        xlog("L_NOTICE", "FRONT denied method=$rm src=$si:$sp callid=$ci\n");
-        sl_send_reply("403", "Forbidden");
-        exit;
-    }
+    # Only trusted sources get this far (SCREEN).
     if (is_method("INVITE")) {
         route(TO_WORKER);
         exit;
@@ -531,12 +617,39 @@ route[ALLOWED] {
     return -1;
 }
 
+# Before anything else is spent on a request. The front itself, its workers and the trunks'
+# addresses pass and are never banned: banning a carrier (or a packet forged with its address)
+# would cut off real calls, and the workers' maxload already bounds what a carrier can push.
+# Everyone else is counted by pike, banned when flooding, and refused or dropped.
+route[SCREEN] {
+    if (src_ip == myself || ds_is_from_list("@SET@", "2") || route(ALLOWED)) {
+        if (proto == TCP) tcp_set_connection_lifetime("@TCPTRUSTED@");
+        return;
+    }
+    if ($sht(ipban=>$si) != $null) {
+        cnt_inc("banned");
+        route(SILENCE);
+    }
+    if (!pike_check_req()) {
+        $sht(ipban=>$si) = 1;
+        cnt_inc("bans");
+        cnt_inc("banned");
+        # $si is the parsed source address: nothing the sender wrote reaches the log.
+        xlog("L_WARN", "FRONT ban src=$si seconds=@BAN@\n");
+        route(SILENCE);
+    }
+    cnt_inc("unknown_source");
+@UNKNOWN@
+}
+
+# No answer at all, and a TCP connection is closed rather than left to idle.
+route[SILENCE] {
+    if (proto == TCP) tcp_close_connection();
+    exit;
+}
+
 # In-dialog: follow the Record-Route set both ways; a BYE frees the worker's call slot.
 route[WITHINDLG] {
-    if (!ds_is_from_list("@SET@", "2") && !route(ALLOWED)) {
-        sl_send_reply("403", "Forbidden");
-        exit;
-    }
     if (loose_route()) {
         if (is_method("BYE")) ds_load_update();
         t_set_fr(120000, 30000);
@@ -556,11 +669,12 @@ route[TO_WORKER] {
     remove_hf("Route");  # a preloaded route (e.g. the carrier honouring our Path) is us
     record_route();
     if (!ds_select_dst("@SET@", "10", "@NWORKERS@")) {
-        xlog("L_NOTICE", "FRONT noworker callid=$ci\n");
+        xlog("L_NOTICE", "FRONT noworker callid=$(ci{s.rmws})\n");
         sl_send_reply("503", "Service Unavailable");
         exit;
     }
-    xlog("L_INFO", "FRONT dispatch callid=$ci dst=$du\n");
+    # The Call-ID is the sender's text (a folded header carries a line break): no whitespace.
+    xlog("L_INFO", "FRONT dispatch callid=$(ci{s.rmws}) dst=$du\n");
     # Track the call as a dialog tagged with its worker's duid (algorithm 10 puts it in dstid):
     # Front.end_dialogs_on() finds a dead worker's calls by it and ends them (dlg.end_dlg).
     dlg_manage();
@@ -588,13 +702,13 @@ failure_route[WORKER_FAILED] {
     if (t_check_status("486|408|480|500|503") || t_branch_timeout()) {
         # Next worker first: with algorithm 10 ds_next_dst() moves the call's load along.
         if (ds_next_dst()) {
-            xlog("L_NOTICE", "FRONT failover callid=$ci status=$T_reply_code next=$du\n");
+            xlog("L_NOTICE", "FRONT failover callid=$(ci{s.rmws}) status=$T_reply_code next=$du\n");
             $dlg_var(worker) = $xavp(_dsdst_=>dstid);
             route(WORKER_BRANCH);
             if (t_relay()) exit;
         }
         ds_load_unset();
-        xlog("L_NOTICE", "FRONT exhausted callid=$ci status=$T_reply_code\n");
+        xlog("L_NOTICE", "FRONT exhausted callid=$(ci{s.rmws}) status=$T_reply_code\n");
         t_reply("503", "Service Unavailable");
         exit;
     }
@@ -627,7 +741,14 @@ route[FROM_WORKER] {
     }
     xlog("L_INFO", "FRONT outbound method=$rm src=$si:$sp ruri=$ru\n");
     t_set_fr(120000, 30000);
+    t_on_reply("OUTBOUND_REPLY");
     route(RELAY);
+}
+
+# A TCP connection the front opened to a carrier (a REGISTER flow the carrier calls back on)
+# is trusted like the carrier's own.
+onreply_route[OUTBOUND_REPLY] {
+    if (proto == TCP) tcp_set_connection_lifetime("@TCPTRUSTED@");
 }
 
 route[RELAY] {

@@ -145,6 +145,12 @@ def test_rendered_config_is_valid_kamailio(tmp_path: Path) -> None:
     assert 'ds_select_dst("1", "10", "2")' in cfg
     assert "t_set_fr(30000, 2000)" in cfg
     assert "dlg_manage();" in cfg and "event_route[tm:local-request]" in cfg
+    # Screening: pike + an expiring ban table, before anything else in request_route.
+    assert cfg.index("route(SCREEN);") < cfg.index("mf_process_maxfwd_header")
+    assert 'modparam("pike", "reqs_density_per_unit", 20)' in cfg
+    assert '"ipban=>size=10;autoexpire=300;"' in cfg
+    assert 'sl_send_reply("403", "Forbidden");' in cfg
+    assert "tcp_max_connections=2048" in cfg and "tcp_connection_lifetime=20" in cfg
     (tmp_path / "kamailio.cfg").write_text(cfg)
     (tmp_path / "dispatcher.list").write_text(dispatcher_list)
     check = subprocess.run(["kamailio", "-c", "-f", str(tmp_path / "kamailio.cfg")],
@@ -152,7 +158,19 @@ def test_rendered_config_is_valid_kamailio(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr[-2000:]
 
 
+def test_drop_mode_renders_no_answer_for_unknown_sources(tmp_path: Path) -> None:
+    cfg, _ = render_config(_settings(tmp_path, unknown_sources="drop", ban_seconds=60,
+                                     source_rate=5))
+    screen = cfg[cfg.index("route[SCREEN]"):cfg.index("route[SILENCE]")]
+    unknown = screen.split('cnt_inc("unknown_source");', 1)[1]
+    assert "403" not in screen and unknown.lstrip().startswith("route(SILENCE);\n}")
+    assert "autoexpire=60;" in cfg and 'reqs_density_per_unit", 10)' in cfg
+
+
 @pytest.mark.parametrize("bad", [
+    dict(unknown_sources="ignore"),
+    dict(ban_seconds=0),
+    dict(tcp_max_connections=1),
     dict(workers=(FrontWorker('w"1', "127.0.0.1", 5071, 4),)),
     dict(workers=(FrontWorker("w1", "127.0.0.1", 5071, 4),) * 2),
     dict(workers=(FrontWorker("w1", "127.0.0.1", 5071, 0),)),

@@ -732,3 +732,82 @@ def call(
                   hold_ms=hold_ms, info=info, remote_hangup=remote_hangup, cancel=cancel,
                   local_address=local_address, transport=transport, timeout_s=timeout_s)
     return uac.start().wait()
+
+
+def flood_scenario(method: str = "INVITE") -> str:
+    """A stranger's flood: each sipp "call" sends one request and waits for nothing."""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="flood">
+  <send>
+    <![CDATA[
+
+      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:scanner@[local_ip]:[local_port]>;tag=[pid]Flood[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 {method}
+      Contact: <sip:scanner@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      {_SDP}
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+class SippFlood:
+    """sipp sending `count` requests at `rate` per second from `local_address`, one per Call-ID,
+    answering nothing; `sent()` and `replies()` read its message trace."""
+
+    def __init__(self, host: str, port: int, *, workdir: Path, local_address: str,
+                 rate: int = 300, count: int = 3000, number: str = "+14155550100",
+                 method: str = "INVITE") -> None:
+        self.name = _unique_name(workdir, "flood")
+        self._stem = workdir / self.name
+        self._scenario = workdir / f"{self.name}.xml"
+        self._scenario.write_text(flood_scenario(method))
+        self.local_address = local_address
+        self.rate, self.count = rate, count
+        self._extra = (f"{host}:{port}", "-s", number, "-m", str(count), "-l", str(count),
+                       "-r", str(rate), "-timeout", f"{count // rate + 30}s")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SippFlood:
+        self._proc, _ = _start_sipp(self._scenario, self.local_address, self._stem, port=None,
+                                    extra=self._extra)
+        return self
+
+    def wait(self, timeout: float | None = None) -> int:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout=timeout or self.count / self.rate + 30)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return self._proc.wait()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _trace(self) -> str:
+        path = Path(f"{self._stem}.messages.log")
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def sent(self) -> int:
+        return len(_SENT.findall(self._trace()))
+
+    def replies(self) -> int:
+        """Responses that came back (403s before the ban; none once banned)."""
+        return sum(1 for m in _BLOCK.finditer(self._trace()) if m.group(1).startswith("SIP/2.0"))
+
+    def __enter__(self) -> SippFlood:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
