@@ -33,6 +33,9 @@ DTMF_DIGITS = Counter(
 )
 DTMF_DROPPED = Counter("gateway_dtmf_dropped", "Keypad digits dropped: invalid, or too many pending",
                        registry=REGISTRY)
+SIP_BANS = Counter("gateway_sip_bans", "SIP sources banned for flooding", registry=REGISTRY)
+SIP_DROPPED = Counter("gateway_sip_requests_dropped",
+                      "SIP requests dropped unanswered (banned or unknown sources)", registry=REGISTRY)
 TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
 TRANSFER_REQUESTS_REFUSED = Counter(
     "gateway_transfer_requests_refused", "The far end's requests to move a call, refused (refer, replaces)",
@@ -97,6 +100,13 @@ def dtmf_digit(method: str) -> None:
 
 def dtmf_dropped() -> None:
     DTMF_DROPPED.inc()
+
+
+def flood(bans: int, dropped: int, rejected: int) -> None:
+    SIP_BANS.inc(bans)
+    SIP_DROPPED.inc(dropped)
+    if rejected:
+        INVITES_REJECTED.labels("unknown_source").inc(rejected)
 
 
 def transfer(result: str) -> None:

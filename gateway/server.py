@@ -123,6 +123,11 @@ class Worker:
             log.warning("audit: call %s: far end's %s to %s refused with %s%s", event.key,
                         event.kind.upper() if event.kind == "refer" else "INVITE with Replaces",
                         event.target, event.code, f" (from {event.source})" if event.source else "")
+        elif isinstance(event, ev.FloodStats):
+            metrics.flood(len(event.banned), event.dropped, event.rejected)
+            for source in event.banned:
+                log.warning("audit: banned SIP source %s for %.0f s: more than %g requests/s",
+                            source, self.settings.ban_seconds, self.settings.flood_rate)
         elif isinstance(event, ev.MediaStats):
             metrics.rtp_frames(event.received, event.sent, event.underruns)
         elif isinstance(event, ev.Registration):

@@ -3,13 +3,16 @@ and caller-supplied header text never reaches a log line raw."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.support import sipp
 from tests.support.gateway import GatewayProcess, wait_metric
 from tests.support.phones import Answerer
 from tests.support.rawsip import RawDialog
@@ -126,3 +129,57 @@ def test_unknown_dtmf_info_flood_stays_bounded(tmp_path: Path) -> None:
         record = gw.wait_records(1)[0]
         assert len(record["digits"]) <= 64
         assert gw.metric("gateway_dtmf_dropped_total") >= 400 - 64
+
+
+def _flood(source: str, target: tuple[str, int], rate: int, seconds: float) -> int:
+    """A stranger's INVITE flood at `rate` per second; returns how many were sent."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sent, start = 0, time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < seconds:
+            if sent < elapsed * rate:
+                tag = f"{sent:08d}"
+                sock.sendto((
+                    f"INVITE sip:+15550700@{target[0]}:{target[1]} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {source}:{sock.getsockname()[1]};branch=z9hG4bK{tag}\r\n"
+                    f"From: <sip:scanner@{source}>;tag={tag}\r\nTo: <sip:+15550700@{target[0]}>\r\n"
+                    f"Call-ID: flood-{tag}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+                    "Content-Length: 0\r\n\r\n").encode(), target)
+                sent += 1
+            else:
+                time.sleep(0.001)
+    finally:
+        sock.close()
+    return sent
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_invite_flood_from_a_stranger_is_banned_beside_legitimate_calls(tmp_path: Path) -> None:
+    plan = 'numbers: ["+15550700"]\nflow:\n  - pause: 0.3\n  - hangup: true\n'
+    with GatewayProcess(tmp_path, _plans(tmp_path, plan)) as gw:
+        assert gw.proc is not None
+        cpu_before = _cpu_seconds(gw.proc.pid)
+        with ThreadPoolExecutor(1) as pool:
+            flood = pool.submit(_flood, "127.0.0.2", ("127.0.0.1", gw.sip_port), 400, 6.0)
+            calls = sipp.SippUac("127.0.0.1", gw.sip_port, "+15550700", workdir=tmp_path,
+                                 calls=12, concurrent=2, rate=2, hold_ms=None, remote_hangup=True,
+                                 timeout_s=30).start().wait(60)
+            sent = flood.result()
+        cpu = _cpu_seconds(gw.proc.pid) - cpu_before
+        assert sent > 2000
+        assert calls.codes == [200] * 12, calls
+        assert wait_metric(gw, "gateway_sip_bans_total", 1)
+        time.sleep(1.5)  # the guard's counters reach the metrics once a second
+        dropped = gw.metric("gateway_sip_requests_dropped_total")
+        refused = gw.metric("gateway_invites_rejected_total", reason="unknown_source")
+        assert refused <= 25  # the burst, answered 403 before the ban
+        assert dropped + refused >= 0.85 * sent  # the rest may be lost in the socket buffer
+        assert "banned SIP source 127.0.0.2" in gw.log()
+        print(f"flood {sent} INVITEs in 6 s: {refused:.0f} refused, {dropped:.0f} dropped; "
+              f"12/12 calls answered; worker CPU {cpu:.2f} s")
+        assert cpu < 6.0  # less than one core for the whole flood: it is dropped unread

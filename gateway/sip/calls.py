@@ -43,7 +43,10 @@ class IncomingPolicy:
         self._trunk_users = {t.username for t in settings.trunks if t.registrar and t.username}
 
     def trusted_source(self, source: str) -> bool:
-        host = _host(source)
+        return self.trusted_host(_host(source))
+
+    def trusted_host(self, host: str) -> bool:
+        """An allowlisted trunk address, or the front in multi-worker mode."""
         return self.settings.trunk_for(host) is not None or host in self.settings.trusted
 
     def decide(self, message: str, source: str) -> Decision:
@@ -52,8 +55,7 @@ class IncomingPolicy:
             # Calls to a registration's Contact carry the trunk username in the Request-URI;
             # the dialled number (DID) is in To.
             info = replace(info, dialled=info.to_user)
-        host = _host(source)
-        trunk = self.settings.trunk_for(host)
+        trunk = self.settings.trunk_for(_host(source))
         if trunk is None and not self.trusted_source(source):
             return Decision(info, "", (403, "Forbidden"), "unknown_source")
         name = trunk.name if trunk else "front"

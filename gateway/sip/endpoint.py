@@ -24,6 +24,8 @@ from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
 from gateway.sip import pjutil
 from gateway.sip.calls import GatewayCall, IncomingPolicy
+from gateway.sip.flood import FloodConfig, FloodGuard
+from gateway.sip.pjfilter import RequestFilter
 from gateway.sip.port import CLOCK_RATE, PortPool
 from gateway.sip.trunks import TrunkAccount
 
@@ -66,6 +68,12 @@ class SipEndpoint:
         self._started: Future[None] = Future()
         self._stopping = threading.Event()
         self.policy = IncomingPolicy(settings)
+        self.flood = FloodGuard(
+            FloodConfig(settings.flood_rate, settings.flood_burst, settings.ban_seconds,
+                        settings.unknown_sources),  # type: ignore[arg-type]
+            trusted=self.policy.trusted_host)
+        self._filter = RequestFilter(lambda source, method: self.flood.verdict(
+            source, method, time.monotonic()))
         self.calls: dict[int, GatewayCall] = {}
         self.ports = PortPool(settings.frame_ms)
         self.trunks: list[TrunkAccount] = []
@@ -163,6 +171,9 @@ class SipEndpoint:
             self._post(ev.MediaStats(received, sent, underruns))
         for trunk in self.trunks:
             trunk.maybe_retry(now)
+        counters = self.flood.take_counters()
+        if counters.bans or counters.dropped or counters.rejected:
+            self._post(ev.FloodStats(tuple(counters.bans), counters.dropped, counters.rejected))
 
     def _create(self) -> None:
         s = self.settings
@@ -188,12 +199,15 @@ class SipEndpoint:
         pjutil.media_frames(cfg.medConfig, s.frame_ms)
         ep.libInit(cfg)
         bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
+        udp = -1
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
             tcfg = pjutil.transport_config(bind, s.sip_port, tcp=kind == pj.PJSIP_TRANSPORT_TCP)
             if s.public_address:
                 tcfg.publicAddress = s.public_address
-            ep.transportCreate(kind, tcfg)
+            tid = ep.transportCreate(kind, tcfg)
+            udp = tid if kind == pj.PJSIP_TRANSPORT_UDP else udp
         ep.libStart()
+        self._filter.install(ep, bind, pjutil.transport_port(ep, udp))
         ep.audDevManager().setNullDev()
         profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
         enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])],

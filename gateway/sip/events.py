@@ -96,5 +96,14 @@ class TransferRefused:
     source: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class FloodStats:
+    """What the flood guard did since the last tick."""
+
+    banned: tuple[str, ...]  # sources banned (IP addresses)
+    dropped: int             # requests dropped unanswered
+    rejected: int            # strangers' INVITEs refused with 403 before pjsua saw them
+
+
 Event = (IncomingCall | CallState | MediaReady | PlayoutDrained | Dtmf | TransferStatus | Registration
-         | Rejected | MediaStats | TransferRefused)
+         | Rejected | MediaStats | TransferRefused | FloodStats)
