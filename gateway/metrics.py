@@ -5,9 +5,14 @@ Labels stay low-cardinality: never a caller number or a call id.
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server,
-)
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import MetricsHandler
 
 disable_created_metrics()  # *_created series only add noise to every scrape
 
@@ -72,9 +77,44 @@ PROVIDER_ERRORS = Counter(
 DRAINING = Gauge("gateway_draining", "1 while the worker refuses new calls to stop", registry=REGISTRY)
 
 
-def serve(address: str, port: int) -> None:
-    """Expose /metrics over HTTP from a daemon thread."""
-    start_http_server(port, addr=address, registry=REGISTRY)
+LIVE_WITHIN = 5.0  # seconds: a loop or a pj thread silent for longer is not alive
+
+
+def serve(address: str, port: int, beats: Callable[[], dict[str, float]] | None = None) -> None:
+    """Expose /metrics, and /health/live, over HTTP from a daemon thread.
+
+    beats: the monotonic time each of the worker's threads last showed it runs (the asyncio
+    loop, the pj thread); /health/live answers 200 only while all are recent.
+    """
+    handler = type("Handler", (_Handler,), {"registry": REGISTRY, "beats": staticmethod(beats)})
+    server = ThreadingHTTPServer((address, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+def liveness(beats: dict[str, float], now: float) -> tuple[bool, dict[str, float]]:
+    """Alive while every thread showed itself within LIVE_WITHIN; the seconds since each did."""
+    ages = {name: round(now - beat, 3) for name, beat in beats.items()}
+    return all(age < LIVE_WITHIN for age in ages.values()), ages
+
+
+class _Handler(MetricsHandler):
+    beats: Callable[[], dict[str, float]] | None = None
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] != "/health/live":
+            super().do_GET()
+            return
+        alive, ages = liveness(self.beats() if self.beats else {}, time.monotonic())
+        body = json.dumps({"alive": alive, "seconds_since": ages}).encode()
+        self.send_response(200 if alive else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass  # scrapes are not news
 
 
 def call_started() -> None:

@@ -54,6 +54,7 @@ class Worker:
         self._clips: dict[Path, bytes] = {}
         self._started_journal: dict[int, asyncio.Future[None]] = {}
         self._stop = asyncio.Event()
+        self._loop_beat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoint: SipEndpoint | None = None
 
@@ -64,8 +65,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
         self._recover_journal()
-        metrics.serve(self.settings.metrics_address, self.settings.metrics_port)
         self.endpoint = SipEndpoint(self.settings, self._post_threadsafe)
+        metrics.serve(self.settings.metrics_address, self.settings.metrics_port, self._beats)
         await self._loop.run_in_executor(None, self.endpoint.start)
         log.info("worker ready: SIP %s:%s, metrics http://%s:%s/metrics",
                  self.settings.sip_address, self.settings.sip_port,
@@ -97,13 +98,19 @@ class Worker:
                         data.get("call_id"))
 
     async def _heartbeat(self) -> None:
-        """Proves to the supervisor that this loop still runs (pjsua answers OPTIONS anyway)."""
+        """Proves that this loop and the pj thread still run: to /health/live, and to the
+        supervisor through the heartbeat file (pjsua answers OPTIONS anyway)."""
         path = self.settings.heartbeat_file
-        if path is None:
-            return
         while True:
-            path.touch()
+            self._loop_beat = time.monotonic()
+            if path is not None and all(
+                    self._loop_beat - beat < metrics.LIVE_WITHIN for beat in self._beats().values()):
+                path.touch()
             await asyncio.sleep(1.0)
+
+    def _beats(self) -> dict[str, float]:
+        pj_beat = self.endpoint.last_beat if self.endpoint is not None else 0.0
+        return {"loop": self._loop_beat, "pj": pj_beat}
 
     # ---- events from the pj thread ----
     def _post_threadsafe(self, event: ev.Event) -> None:

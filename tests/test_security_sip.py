@@ -3,15 +3,18 @@ and caller-supplied header text never reaches a log line raw."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from gateway import metrics
 from tests.support import sipp
 from tests.support.gateway import GatewayProcess, wait_metric
 from tests.support.phones import Answerer
@@ -183,3 +186,14 @@ def test_invite_flood_from_a_stranger_is_banned_beside_legitimate_calls(tmp_path
         print(f"flood {sent} INVITEs in 6 s: {refused:.0f} refused, {dropped:.0f} dropped; "
               f"12/12 calls answered; worker CPU {cpu:.2f} s")
         assert cpu < 6.0  # less than one core for the whole flood: it is dropped unread
+
+
+def test_liveness_answers_for_both_the_loop_and_the_pj_thread(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw:
+        url = f"http://127.0.0.1:{gw.metrics_port}/health/live"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+        assert response.status == 200 and body["alive"] is True
+        assert set(body["seconds_since"]) == {"loop", "pj"}
+    assert metrics.liveness({"loop": 99.0, "pj": 96.0}, 100.0) == (True, {"loop": 1.0, "pj": 4.0})
+    assert metrics.liveness({"loop": 99.0, "pj": 90.0}, 100.0)[0] is False  # a stuck pj thread

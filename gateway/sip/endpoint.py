@@ -80,6 +80,7 @@ class SipEndpoint:
         self._accounts: list[pj.Account] = []
         self._ep: pj.Endpoint | None = None
         self._log_writer: _LogWriter | None = None
+        self.last_beat = time.monotonic()  # the pj thread's loop, for liveness
 
     # ---- asyncio side ------------------------------------------------------------------
     def start(self) -> None:
@@ -141,6 +142,7 @@ class SipEndpoint:
                 self._ep.libHandleEvents(_POLL_MS)
                 self._drain_commands()
                 now = time.monotonic()
+                self.last_beat = now
                 if now >= next_tick:
                     next_tick = now + 1.0
                     self._tick(now)
