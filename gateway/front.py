@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import re
 import shutil
@@ -98,8 +99,10 @@ class FrontSettings:
     advertise: str | None = None  # public address for Via/Record-Route when behind NAT
     # Sources in no allow list (scanners, strangers): "reject" answers 403, "drop" answers nothing.
     unknown_sources: str = "reject"
-    # Untrusted sources: about this many requests per second (pike, over 2 s) earn a ban.
-    source_rate: int = 10
+    # Untrusted sources: a burst of more than source_burst requests, or more than source_rate
+    # per second sustained, earns a ban (pike counts per 2 s unit). Settings' flood_* values.
+    source_rate: float = 10.0
+    source_burst: int = 20
     ban_seconds: int = 300
     tcp_max_connections: int = 2048
     # TCP connections idle this long are closed; trusted sources get 3605 s on each request, so
@@ -147,8 +150,8 @@ def _validate(s: FrontSettings) -> list[str]:
         raise FrontError("ping_interval must be >= 1 s and worker_timeout_ms >= 100 ms")
     if s.unknown_sources not in ("reject", "drop"):
         raise FrontError(f"unknown_sources must be reject or drop: {s.unknown_sources!r}")
-    if s.source_rate < 1 or s.ban_seconds < 1 or s.tcp_idle_seconds < 1:
-        raise FrontError("source_rate, ban_seconds and tcp_idle_seconds must be >= 1")
+    if min(s.source_rate, s.source_burst, s.ban_seconds, s.tcp_idle_seconds) < 1:
+        raise FrontError("source_rate, source_burst, ban_seconds, tcp_idle_seconds must be >= 1")
     if not 16 <= s.tcp_max_connections <= 65536:
         raise FrontError(f"tcp_max_connections out of range: {s.tcp_max_connections}")
     return networks
@@ -185,7 +188,7 @@ def render_config(s: FrontSettings, *, ctl_socket: Path | None = None) -> tuple[
         "@SET@": str(WORKER_SET),
         "@ALLOW@": allow or "    # nobody but the workers",
         "@UNKNOWN@": unknown,
-        "@PIKE@": str(2 * s.source_rate),  # pike counts per 2 s sampling unit
+        "@PIKE@": str(max(s.source_burst, math.ceil(2 * s.source_rate))),  # per 2 s unit
         "@BAN@": str(s.ban_seconds),
         "@TCPMAX@": str(s.tcp_max_connections),
         "@TCPIDLE@": str(s.tcp_idle_seconds),

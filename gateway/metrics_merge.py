@@ -1,9 +1,13 @@
 """One /metrics for a supervisor: every worker's series with a `worker` label, plus the
-supervisor's own (restarts, worker up, the front's view of each worker)."""
+supervisor's own (restarts, worker up, the front's view of each worker and its flood screening).
+
+The page is cached: it is rebuilt at most once per `max_age` seconds, so however often and by
+however many it is scraped, the workers are scraped and kamcmd is run once per interval."""
 
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -14,6 +18,7 @@ if TYPE_CHECKING:
     from gateway.supervisor import Supervisor
 
 _SCRAPE_TIMEOUT = 2.0
+_MAX_AGE = 1.0  # seconds a merged page is served from the cache
 
 
 def relabel(text: str, worker: str, seen_meta: set[str]) -> list[str]:
@@ -42,9 +47,24 @@ def relabel(text: str, worker: str, seen_meta: set[str]) -> list[str]:
 
 
 class MergedMetrics:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, max_age: float = _MAX_AGE) -> None:
         self.supervisor = supervisor
+        self.max_age = max_age
+        self.builds = 0  # pages rendered (each one scrape of every worker)
+        self._lock = threading.Lock()
+        self._page = ""
+        self._built_at = float("-inf")
         self._server: ThreadingHTTPServer | None = None
+
+    def page(self) -> str:
+        """The cached page, rebuilt when older than max_age. Scrapes arriving during a rebuild
+        wait for it and share its result instead of starting their own."""
+        with self._lock:
+            if time.monotonic() - self._built_at >= self.max_age:
+                self._page = self.render()
+                self._built_at = time.monotonic()
+                self.builds += 1
+            return self._page
 
     def render(self) -> str:
         lines: list[str] = []
@@ -75,14 +95,35 @@ class MergedMetrics:
                 lines.append(f'gateway_front_destination_up{{worker="{dest["uid"]}"}} {value}')
         except FrontError:
             pass
+        lines += self._screening()
         return "\n".join(lines) + "\n"
+
+    def _screening(self) -> list[str]:
+        try:
+            stats = self.supervisor.front.screening()
+        except FrontError:
+            return []
+        return [
+            "# HELP gateway_front_bans_total Untrusted sources the front banned for flooding",
+            "# TYPE gateway_front_bans_total counter",
+            f"gateway_front_bans_total {stats['bans']}",
+            "# HELP gateway_front_banned_sources Sources whose ban has not expired yet",
+            "# TYPE gateway_front_banned_sources gauge",
+            f"gateway_front_banned_sources {stats['banned_now']}",
+            "# HELP gateway_front_requests_refused_total Requests from untrusted sources stopped at"
+            " the front: banned (dropped), unknown_source (403, or dropped if configured)",
+            "# TYPE gateway_front_requests_refused_total counter",
+            f'gateway_front_requests_refused_total{{reason="banned"}} {stats["dropped_banned"]}',
+            f'gateway_front_requests_refused_total{{reason="unknown_source"}} '
+            f'{stats["unknown_source"]}',
+        ]
 
     def serve(self, address: str, port: int) -> None:
         merged = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                body = merged.render().encode()
+                body = merged.page().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

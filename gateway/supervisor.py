@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -74,7 +75,9 @@ class Supervisor:
             listen_address=settings.sip_address, listen_port=settings.sip_port,
             workers=tuple(FrontWorker(w.name, "127.0.0.1", w.sip_port, settings.calls_per_worker)
                           for w in self.workers),
-            allow=allow, runtime_dir=self.runtime / "front", advertise=settings.public_address))
+            allow=allow, runtime_dir=self.runtime / "front", advertise=settings.public_address,
+            unknown_sources=settings.unknown_sources, source_rate=max(1.0, settings.flood_rate),
+            source_burst=settings.flood_burst, ban_seconds=math.ceil(settings.ban_seconds)))
         self.metrics = MergedMetrics(self)
         self._stop = threading.Event()
         self._roll = threading.Event()
@@ -92,6 +95,9 @@ class Supervisor:
                 self._wait_ready(worker)
             self.front.start()
             self.metrics.serve(self.settings.metrics_address, self.settings.metrics_port)
+            if self.settings.metrics_address in ("0.0.0.0", "::", ""):
+                log.warning("metrics on every interface, without authentication: bind "
+                            "metrics.address to 127.0.0.1 or a private address")
             log.info("front ready: SIP %s:%s → %d workers x %d calls; metrics http://%s:%s/metrics",
                      self.settings.sip_address, self.settings.sip_port, len(self.workers),
                      self.settings.calls_per_worker, self.settings.metrics_address,

@@ -160,7 +160,7 @@ def test_rendered_config_is_valid_kamailio(tmp_path: Path) -> None:
 
 def test_drop_mode_renders_no_answer_for_unknown_sources(tmp_path: Path) -> None:
     cfg, _ = render_config(_settings(tmp_path, unknown_sources="drop", ban_seconds=60,
-                                     source_rate=5))
+                                     source_rate=5, source_burst=10))
     screen = cfg[cfg.index("route[SCREEN]"):cfg.index("route[SILENCE]")]
     unknown = screen.split('cnt_inc("unknown_source");', 1)[1]
     assert "403" not in screen and unknown.lstrip().startswith("route(SILENCE);\n}")

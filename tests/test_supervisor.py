@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import threading
 import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
-from tests.support import wait_until
+from gateway.metrics_merge import MergedMetrics
+from tests.support import free_port, wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.phones import call, result, start_call
+from tests.support.sipp import SippFlood
 from tests.test_calls import make_plans
 
 LONG = "+15550204"  # plays for 16 s; callers hang up first
@@ -129,3 +136,94 @@ def test_rolling_restart_drops_no_call(supervisor):
     assert all(before[w] != after[w] for w in before)
     assert wait_until(lambda: gw.metric("gateway_front_destination_up") == 3, 15)
     assert all(r["outcome"] != "drained" for r in gw.records_list())
+
+
+class _CountingFront:
+    """The front as MergedMetrics uses it; counts the kamcmd work it would have done."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def destinations(self) -> list[dict]:
+        self.calls += 1
+        return [{"uid": "w1", "state": "active"}]
+
+    def screening(self) -> dict:
+        self.calls += 1
+        return {"bans": 2, "banned_now": 1, "dropped_banned": 40, "unknown_source": 7}
+
+
+def test_merged_metrics_are_cached_so_scrapes_do_not_fan_out():
+    hits = []
+
+    class Worker(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(time.monotonic())
+            body = b"gateway_calls_active 3\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    worker = ThreadingHTTPServer(("127.0.0.1", 0), Worker)
+    threading.Thread(target=worker.serve_forever, daemon=True).start()
+    front = _CountingFront()
+    fake = SimpleNamespace(front=front, workers=[
+        SimpleNamespace(name="w1", metrics_port=worker.server_address[1], restarts=0)])
+    merged = MergedMetrics(fake, max_age=1.0)  # type: ignore[arg-type]
+    port = free_port()
+    merged.serve("127.0.0.1", port)
+    pages: list[str] = []
+
+    def scrape(n: int) -> None:
+        for _ in range(n):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                pages.append(resp.read().decode())
+
+    try:
+        started = time.monotonic()
+        threads = [threading.Thread(target=scrape, args=(25,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        assert len(pages) == 200
+        # At most one fan-out per second however many scrapes came (plus the first).
+        assert merged.builds <= int(elapsed / merged.max_age) + 1, (merged.builds, elapsed)
+        assert len(hits) == merged.builds and front.calls == 2 * merged.builds
+        page = pages[-1]
+        assert 'gateway_calls_active{worker="w1"} 3' in page
+        assert "gateway_front_bans_total 2" in page
+        assert "gateway_front_banned_sources 1" in page
+        assert 'gateway_front_requests_refused_total{reason="banned"} 40' in page
+        assert 'gateway_front_requests_refused_total{reason="unknown_source"} 7' in page
+        # An old page is rebuilt on the next scrape.
+        time.sleep(1.1)
+        builds = merged.builds
+        scrape(1)
+        assert merged.builds == builds + 1
+    finally:
+        merged.close()
+        worker.shutdown()
+        worker.server_close()
+
+
+@pytest.mark.skipif(not shutil.which("sipp"), reason="sipp (Debian sip-tester) not installed")
+def test_flooding_stranger_is_banned_at_the_front_and_counted(supervisor):
+    gw = supervisor
+    with SippFlood("127.0.0.1", gw.sip_port, workdir=gw.tmp, local_address="127.0.0.2",
+                   rate=300, count=600) as flood:
+        during = call(gw.target, LONG, "--hangup-after", "1")["calls"][0]
+        flood.wait()
+    assert during["status"] == 200
+    assert flood.replies() < 60  # a few 403s, then nothing
+    assert wait_until(lambda: gw.metric("gateway_front_bans_total") == 1, 5), gw.metrics()
+    assert gw.metric("gateway_front_banned_sources") == 1
+    assert gw.metric("gateway_front_requests_refused_total", reason="banned") > 500
+    # None of it reached a worker: they counted no rejected INVITE.
+    assert gw.metric("gateway_invites_rejected_total") == 0
+    assert "FRONT ban src=127.0.0.2" in (gw.tmp / "run" / "front" / "kamailio.log").read_text()
