@@ -41,6 +41,9 @@ DTMF_DROPPED = Counter("gateway_dtmf_dropped", "Keypad digits dropped: invalid, 
 SIP_BANS = Counter("gateway_sip_bans", "SIP sources banned for flooding", registry=REGISTRY)
 SIP_DROPPED = Counter("gateway_sip_requests_dropped",
                       "SIP requests dropped unanswered (banned or unknown sources)", registry=REGISTRY)
+RTP_SOURCES_REFUSED = Counter(
+    "gateway_rtp_sources_refused", "Calls ended because RTP came from an unsignalled address",
+    registry=REGISTRY)
 TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
 TRANSFER_REQUESTS_REFUSED = Counter(
     "gateway_transfer_requests_refused", "The far end's requests to move a call, refused (refer, replaces)",
@@ -147,6 +150,10 @@ def flood(bans: int, dropped: int, rejected: int) -> None:
     SIP_DROPPED.inc(dropped)
     if rejected:
         INVITES_REJECTED.labels("unknown_source").inc(rejected)
+
+
+def rtp_source_refused() -> None:
+    RTP_SOURCES_REFUSED.inc()
 
 
 def transfer(result: str) -> None:

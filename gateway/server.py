@@ -135,6 +135,10 @@ class Worker:
             for source in event.banned:
                 log.warning("audit: banned SIP source %s for %.0f s: more than %g requests/s",
                             source, self.settings.ban_seconds, self.settings.flood_rate)
+        elif isinstance(event, ev.MediaHijack):
+            metrics.rtp_source_refused()
+            log.warning("audit: call %s: RTP from %s, which the call never signalled: call ended",
+                        event.key, event.source)
         elif isinstance(event, ev.MediaStats):
             metrics.rtp_frames(event.received, event.sent, event.underruns)
         elif isinstance(event, ev.Registration):

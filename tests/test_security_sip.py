@@ -197,3 +197,36 @@ def test_liveness_answers_for_both_the_loop_and_the_pj_thread(tmp_path: Path) ->
         assert set(body["seconds_since"]) == {"loop", "pj"}
     assert metrics.liveness({"loop": 99.0, "pj": 96.0}, 100.0) == (True, {"loop": 1.0, "pj": 4.0})
     assert metrics.liveness({"loop": 99.0, "pj": 90.0}, 100.0)[0] is False  # a stuck pj thread
+
+
+def _rtp(seq: int) -> bytes:
+    return bytes([0x80, 0x00]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + \
+        (0x5CA77E12).to_bytes(4, "big") + b"\xff" * 160
+
+
+def test_rtp_from_an_unsignalled_address_cannot_take_the_call_over(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw, RawDialog(("127.0.0.1", gw.sip_port), "+15550700") as dialog:
+        assert dialog.invite() == 200
+        answer = next(m for m in dialog.received if m.startswith("SIP/2.0 200"))
+        rtp_port = int(answer.split("m=audio ", 1)[1].split()[0])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scanner:
+            scanner.bind(("127.0.0.3", 0))
+            scanner.settimeout(0.02)
+            heard = 0
+            for seq in range(100):
+                scanner.sendto(_rtp(seq), ("127.0.0.1", rtp_port))
+                try:
+                    while scanner.recv(2048):
+                        heard += 1
+                except (TimeoutError, socket.timeout):
+                    pass
+        bye = None
+        deadline = time.monotonic() + 5
+        while bye is None and time.monotonic() < deadline:
+            message = dialog.recv(0.5)
+            if message and message.startswith("BYE "):
+                bye = message
+        assert bye is not None, "the call went on with its audio sent to the scanner"
+        assert heard <= 20  # at most a few frames before the check (every 200 ms) ended it
+        assert wait_metric(gw, "gateway_rtp_sources_refused_total", 1)
+        assert "RTP from 127.0.0.3" in gw.log()

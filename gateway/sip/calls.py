@@ -67,6 +67,13 @@ class IncomingPolicy:
         return Decision(info, name)
 
 
+def rtp_source_allowed(source_host: str, allowed_hosts: set[str], trusted: Callable[[str], bool]) -> bool:
+    """Strict RTP: media may come from the address the far end signalled (SDP), the address its
+    SIP came from, or an allowlisted trunk network; a scanner's packets must not take a call's
+    audio over (pjmedia latches onto a new source after a few packets)."""
+    return not source_host or source_host in allowed_hosts or trusted(source_host)
+
+
 def _frame_reader(sink: Callable[[bytes], None]) -> Callable[[pj.MediaFrame], None]:
     def on_frame(frame: pj.MediaFrame) -> None:
         sink(pjutil.read_frame_bytes(frame))
@@ -102,6 +109,8 @@ class GatewayCall(pj.Call):
         self.sink: Callable[[bytes], None] | None = None
         self._underruns_seen = 0
         self._transfer_done = False
+        self.source = ""           # "ip:port" the INVITE came from
+        self._audio_index = -1     # the active audio stream, once media is up
 
     # ---- commands (pj thread) ----
     def reject(self, code: int, reason: str) -> None:
@@ -153,6 +162,14 @@ class GatewayCall(pj.Call):
         allows = getattr(self.transfer_policy, "allows_caller", None)
         return bool(allows and allows(uri))
 
+    def rtp_source(self) -> tuple[str, set[str]]:
+        """(host RTP last came from, hosts it may come from); ("", ...) before any RTP."""
+        if self._audio_index < 0:
+            return "", set()
+        src = self.getMedTransportInfo(self._audio_index).srcRtpName
+        remote = self.getStreamInfo(self._audio_index).remoteRtpAddress
+        return _host(src) if src else "", {_host(a) for a in (remote, self.source) if a}
+
     def take_underruns(self) -> int:
         total = self.playout.underruns
         delta = total - self._underruns_seen
@@ -194,6 +211,7 @@ class GatewayCall(pj.Call):
             if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
             media = self.getAudioMedia(mi.index)
+            self._audio_index = mi.index
             if self.port is None:
                 self.port = self.owner.ports.acquire()
                 self.port.playout = self.playout

@@ -23,7 +23,7 @@ from gateway.config import Settings
 from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
 from gateway.sip import pjutil
-from gateway.sip.calls import GatewayCall, IncomingPolicy
+from gateway.sip.calls import GatewayCall, IncomingPolicy, rtp_source_allowed
 from gateway.sip.flood import FloodConfig, FloodGuard
 from gateway.sip.pjfilter import RequestFilter
 from gateway.sip.port import CLOCK_RATE, PortPool
@@ -32,6 +32,7 @@ from gateway.sip.trunks import TrunkAccount
 log = logging.getLogger("gateway.sip")
 _PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _POLL_MS = 5
+_RTP_CHECK_SECONDS = 0.2  # how long a hijacked stream could carry a call's audio at most
 
 
 class _LogWriter(pj.LogWriter):
@@ -137,12 +138,16 @@ class SipEndpoint:
             return
         self._started.set_result(None)
         next_tick = time.monotonic() + 1.0
+        next_rtp_check = 0.0
         while not self._stopping.is_set():
             try:
                 self._ep.libHandleEvents(_POLL_MS)
                 self._drain_commands()
                 now = time.monotonic()
                 self.last_beat = now
+                if now >= next_rtp_check:
+                    next_rtp_check = now + _RTP_CHECK_SECONDS
+                    self._check_rtp_sources()
                 if now >= next_tick:
                     next_tick = now + 1.0
                     self._tick(now)
@@ -176,6 +181,20 @@ class SipEndpoint:
         counters = self.flood.take_counters()
         if counters.bans or counters.dropped or counters.rejected:
             self._post(ev.FloodStats(tuple(counters.bans), counters.dropped, counters.rejected))
+
+    def _check_rtp_sources(self) -> None:
+        for call in list(self.calls.values()):
+            try:
+                source, allowed = call.rtp_source()
+            except pj.Error:
+                continue
+            if rtp_source_allowed(source, allowed, self.policy.trusted_host):
+                continue
+            self._post(ev.MediaHijack(call.key, source))
+            try:
+                call.end()
+            except pj.Error:
+                pass
 
     def _create(self) -> None:
         s = self.settings
@@ -248,6 +267,7 @@ class SipEndpoint:
         decision = self.policy.decide(prm.rdata.wholeMsg, prm.rdata.srcAddress)
         call.info = decision.info
         call.trunk = decision.trunk
+        call.source = prm.rdata.srcAddress
         self.calls[call.key] = call
         if decision.reject:
             code, reason = decision.reject

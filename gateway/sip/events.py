@@ -105,5 +105,14 @@ class FloodStats:
     rejected: int            # strangers' INVITEs refused with 403 before pjsua saw them
 
 
+@dataclass(frozen=True, slots=True)
+class MediaHijack:
+    """RTP for a call arrived from an address the far end never signalled: the call was ended."""
+
+    key: int
+    source: str
+
+
 Event = (IncomingCall | CallState | MediaReady | PlayoutDrained | Dtmf | TransferStatus | Registration
-         | Rejected | MediaStats | TransferRefused | FloodStats)
+         | Rejected | MediaStats | TransferRefused | FloodStats
+         | MediaHijack)
