@@ -44,6 +44,9 @@ SIP_DROPPED = Counter("gateway_sip_requests_dropped",
 RTP_SOURCES_REFUSED = Counter(
     "gateway_rtp_sources_refused", "Calls ended because RTP came from an unsignalled address",
     registry=REGISTRY)
+SIP_TCP_CLOSED = Counter("gateway_sip_tcp_closed",
+                         "Strangers' SIP TCP connections closed: over the per-source caps, or banned",
+                         registry=REGISTRY)
 TRANSFERS = Counter("gateway_transfers", "Blind transfers by result", ["result"], registry=REGISTRY)
 TRANSFER_REQUESTS_REFUSED = Counter(
     "gateway_transfer_requests_refused", "The far end's requests to move a call, refused (refer, replaces)",
@@ -145,9 +148,10 @@ def dtmf_dropped() -> None:
     DTMF_DROPPED.inc()
 
 
-def flood(bans: int, dropped: int, rejected: int) -> None:
+def flood(bans: int, dropped: int, rejected: int, tcp_closed: int = 0) -> None:
     SIP_BANS.inc(bans)
     SIP_DROPPED.inc(dropped)
+    SIP_TCP_CLOSED.inc(tcp_closed)
     if rejected:
         INVITES_REJECTED.labels("unknown_source").inc(rejected)
 

@@ -131,7 +131,7 @@ class Worker:
                         event.kind.upper() if event.kind == "refer" else "INVITE with Replaces",
                         event.target, event.code, f" (from {event.source})" if event.source else "")
         elif isinstance(event, ev.FloodStats):
-            metrics.flood(len(event.banned), event.dropped, event.rejected)
+            metrics.flood(len(event.banned), event.dropped, event.rejected, event.tcp_closed)
             for source in event.banned:
                 log.warning("audit: banned SIP source %s for %.0f s: more than %g requests/s",
                             source, self.settings.ban_seconds, self.settings.flood_rate)

@@ -230,3 +230,33 @@ def test_rtp_from_an_unsignalled_address_cannot_take_the_call_over(tmp_path: Pat
         assert heard <= 20  # at most a few frames before the check (every 200 ms) ended it
         assert wait_metric(gw, "gateway_rtp_sources_refused_total", 1)
         assert "RTP from 127.0.0.3" in gw.log()
+
+
+def _options_over_tcp(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        me = sock.getsockname()[1]
+        sock.sendall((f"OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\n"
+                      f"Via: SIP/2.0/TCP 127.0.0.1:{me};branch=z9hG4bKtcp{me}\r\n"
+                      f"From: <sip:a@127.0.0.1>;tag={me}\r\nTo: <sip:probe@127.0.0.1>\r\n"
+                      f"Call-ID: tcp-{me}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                      "Content-Length: 0\r\n\r\n").encode())
+        return sock.recv(64)
+
+
+def test_idle_tcp_connections_from_a_stranger_do_not_lock_out_others(tmp_path: Path) -> None:
+    with GatewayProcess(tmp_path, _plans(tmp_path)) as gw:
+        idle = []
+        for _ in range(100):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            try:
+                sock.connect(("127.0.0.1", gw.sip_port))
+                idle.append(sock)
+            except OSError:
+                sock.close()  # the listener is full for a moment: that is the attack
+        try:
+            assert wait_metric(gw, "gateway_sip_tcp_closed_total", len(idle) - 4, timeout=5)
+            assert _options_over_tcp(gw.sip_port).startswith(b"SIP/2.0 200")
+        finally:
+            for sock in idle:
+                sock.close()

@@ -26,6 +26,7 @@ from gateway.sip import pjutil
 from gateway.sip.calls import GatewayCall, IncomingPolicy, rtp_source_allowed
 from gateway.sip.flood import FloodConfig, FloodGuard
 from gateway.sip.pjfilter import RequestFilter
+from gateway.sip.tcp_caps import TcpCaps
 from gateway.sip.port import CLOCK_RATE, PortPool
 from gateway.sip.trunks import TrunkAccount
 
@@ -75,6 +76,7 @@ class SipEndpoint:
             trusted=self.policy.trusted_host)
         self._filter = RequestFilter(lambda source, method: self.flood.verdict(
             source, method, time.monotonic()))
+        self._tcp_caps: TcpCaps | None = None
         self.calls: dict[int, GatewayCall] = {}
         self.ports = PortPool(settings.frame_ms)
         self.trunks: list[TrunkAccount] = []
@@ -178,9 +180,11 @@ class SipEndpoint:
             self._post(ev.MediaStats(received, sent, underruns))
         for trunk in self.trunks:
             trunk.maybe_retry(now)
+        closed = self._tcp_caps.enforce() if self._tcp_caps is not None else 0
         counters = self.flood.take_counters()
-        if counters.bans or counters.dropped or counters.rejected:
-            self._post(ev.FloodStats(tuple(counters.bans), counters.dropped, counters.rejected))
+        if counters.bans or counters.dropped or counters.rejected or closed:
+            self._post(ev.FloodStats(tuple(counters.bans), counters.dropped, counters.rejected,
+                                     closed))
 
     def _check_rtp_sources(self) -> None:
         for call in list(self.calls.values()):
@@ -220,15 +224,18 @@ class SipEndpoint:
         pjutil.media_frames(cfg.medConfig, s.frame_ms)
         ep.libInit(cfg)
         bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
-        udp = -1
+        ids = {}
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
             tcfg = pjutil.transport_config(bind, s.sip_port, tcp=kind == pj.PJSIP_TRANSPORT_TCP)
             if s.public_address:
                 tcfg.publicAddress = s.public_address
-            tid = ep.transportCreate(kind, tcfg)
-            udp = tid if kind == pj.PJSIP_TRANSPORT_UDP else udp
+            ids[kind] = ep.transportCreate(kind, tcfg)
         ep.libStart()
-        self._filter.install(ep, bind, pjutil.transport_port(ep, udp))
+        self._filter.install(ep, bind, pjutil.transport_port(ep, ids[pj.PJSIP_TRANSPORT_UDP]))
+        shut_out = (lambda host: True) if s.unknown_sources == "drop" else (
+            lambda host: self.flood.banned(host, time.monotonic()))
+        self._tcp_caps = TcpCaps(pjutil.transport_port(ep, ids[pj.PJSIP_TRANSPORT_TCP]),
+                                 allowed=self.policy.trusted_host, shut_out=shut_out)
         ep.audDevManager().setNullDev()
         profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
         enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])],

@@ -103,6 +103,7 @@ class FloodStats:
     banned: tuple[str, ...]  # sources banned (IP addresses)
     dropped: int             # requests dropped unanswered
     rejected: int            # strangers' INVITEs refused with 403 before pjsua saw them
+    tcp_closed: int = 0      # strangers' TCP connections over the caps, shut down
 
 
 @dataclass(frozen=True, slots=True)
