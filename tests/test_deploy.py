@@ -341,10 +341,11 @@ def _defines(tmp: Path, dispatcher_list: Path, carrier_nets: str) -> list[str]:
 
 
 @kamailio_required
-def test_kamailio_cfg_syntax(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["-A", "DROP_UNKNOWN_SOURCES"]], ids=["reject", "drop"])
+def test_kamailio_cfg_syntax(tmp_path: Path, extra: list[str]) -> None:
     result = subprocess.run(
         ["kamailio", "-c", "-f", str(KAMAILIO_CFG),
-         *_defines(tmp_path, DEPLOY / "kamailio" / "dispatcher.list", "198.51.100.0/24")],
+         *_defines(tmp_path, DEPLOY / "kamailio" / "dispatcher.list", "198.51.100.0/24"), *extra],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -503,6 +504,22 @@ def test_kamailio_front_dispatches_and_fails_over(tmp_path: Path) -> None:
         assert stranger.final()[0] == 403
         time.sleep(0.2)
         assert not [seen for node in (node_a, node_b) for seen in node.seen if seen[2] == "call-3"]
+
+        # A stranger flooding is banned: answered no more, while the carrier still is.
+        for n in range(60):
+            stranger.send("INVITE", f"sip:+15550100@127.0.0.1:{port}", f"flood-{n}", 1)
+        time.sleep(0.5)
+        while stranger.final(wait=0.3)[0] is not None:
+            pass  # the 403s sent before the ban
+        stranger.send("OPTIONS", f"sip:127.0.0.1:{port}", "after-ban", 1)
+        assert stranger.final(wait=1.0)[0] is None
+        caller.send("OPTIONS", f"sip:127.0.0.1:{port}", "carrier-after-ban", 1)
+        code, headers = caller.final()
+        while code is not None and _header(headers, "Call-ID") != ["carrier-after-ban"]:
+            code, headers = caller.final()  # retransmissions of the unACKed 503 above
+        assert code == 200
+        assert not [seen for node in (node_a, node_b) for seen in node.seen
+                    if seen[2].startswith("flood-")]
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0].decode(errors="replace")
@@ -511,3 +528,4 @@ def test_kamailio_front_dispatches_and_fails_over(tmp_path: Path) -> None:
     # Errors while serving count; the teardown after SIGTERM logs some noise of its own.
     serving = re.split(r"handle_sigs\(\)|signal 15 received", output, maxsplit=1)[0]
     assert not re.search(r" (ERROR|CRITICAL|ALERT|BUG): ", serving), serving[-3000:]
+    assert len(re.findall(r"FRONT ban src=127\.0\.0\.2 seconds=300", serving)) == 1
