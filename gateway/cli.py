@@ -72,13 +72,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.config import read_settings
     from gateway.dialplan.loader import load_dialplans
 
-    try:
-        settings = _settings(args)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    loaded, config_errors = read_settings(args.config)
+    for error in config_errors:
+        print(error, file=sys.stderr)  # every mistake at once, not one per run
+    if loaded is None or config_errors:
         return 1
+    settings = _settings(args)
     plans, errors = load_dialplans(settings.dialplans)
     for error in errors:
         print(error, file=sys.stderr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.providers.openai_llm import PLACEHOLDER_KEY, is_openai_host
 from gateway.scenario import LlmPersona
 
 __all__ = [
@@ -95,14 +96,15 @@ class Persona:
 
 class OpenAIChat:
     """Chat completions at the scenario's base_url (non-streaming: a turn is said whole anyway).
-    The API key comes from OPENAI_API_KEY; local servers (Ollama, llama.cpp, vLLM) take any."""
+    OPENAI_API_KEY goes to api.openai.com only; local servers (Ollama, llama.cpp, vLLM) get none."""
 
     def __init__(self, llm: LlmPersona) -> None:
         from openai import OpenAI
 
         self.llm = llm
         self.where = f"persona LLM {llm.base_url} (model {llm.model})"
-        self._client = OpenAI(base_url=llm.base_url, api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+        key = os.environ.get("OPENAI_API_KEY", "") if is_openai_host(llm.base_url) else ""
+        self._client = OpenAI(base_url=llm.base_url, api_key=key or PLACEHOLDER_KEY,
                               timeout=llm.timeout_s, max_retries=0)  # a retry would only hide a slow server
 
     def __call__(self, messages: Messages) -> str:

@@ -63,3 +63,13 @@ def test_trunk_password_must_come_from_the_environment(tmp_path: Path):
     done = check("--config", str(config))
     assert done.returncode == 1
     assert f"{config}:5:" in done.stderr and "SURELY_UNSET_PASSWORD_VAR" in done.stderr
+
+
+def test_check_reports_every_config_error_at_once(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("sip:\n  port: 0\nlog_level: loud\nsecurity:\n  unknown_sources: ignore\n")
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "gateway.yaml:2:" in result.stderr and "gateway.yaml:3:" in result.stderr
+    assert "gateway.yaml:5:" in result.stderr and "unknown_sources" in result.stderr

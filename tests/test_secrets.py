@@ -172,11 +172,11 @@ def test_openai_key_never_goes_to_another_base_url(monkeypatch):
 
     assert asyncio.run(scenario()) == ["Bearer unused", "Bearer sk-local-server-key"]
     # OpenAI's own host, and only over TLS, gets OPENAI_API_KEY.
-    from gateway.providers.openai_llm import _openai_host
+    from gateway.providers.openai_llm import is_openai_host
 
-    assert _openai_host(None) and _openai_host("https://api.openai.com/v1")
-    assert not _openai_host("http://api.openai.com/v1")
-    assert not _openai_host("https://api.openai.com.evil.example/v1")
+    assert is_openai_host(None) and is_openai_host("https://api.openai.com/v1")
+    assert not is_openai_host("http://api.openai.com/v1")
+    assert not is_openai_host("https://api.openai.com.evil.example/v1")
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(ProviderError, match="OPENAI_API_KEY"):
         registry.make_llm("openai", base_url="https://api.openai.com/v1")

@@ -56,7 +56,7 @@ class OpenAILLM(LanguageModel):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         if api_key:  # the key named for this base_url (api_key_env / api_key_file)
             key = api_key
-        elif _openai_host(base_url):
+        elif is_openai_host(base_url):
             key = os.environ.get("OPENAI_API_KEY", "")
             if not key:
                 raise ProviderError(
@@ -146,7 +146,7 @@ def _tool_param(tool: ToolSpec) -> dict:
     }
 
 
-def _openai_host(base_url: str | None) -> bool:
+def is_openai_host(base_url: str | None) -> bool:
     """OpenAI's own API over TLS: the only place OPENAI_API_KEY is sent."""
     if not base_url:
         return True
