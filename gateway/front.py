@@ -634,9 +634,14 @@ route[SCREEN] {
         route(SILENCE);
     }
     if (!pike_check_req()) {
+        # Several processes may see the same flood at once: one of them bans it.
+        sht_lock("ipban=>$si");
+        $var(new_ban) = ($sht(ipban=>$si) == $null);
         $sht(ipban=>$si) = 1;
-        cnt_inc("bans");
+        sht_unlock("ipban=>$si");
         cnt_inc("banned");
+        if (!$var(new_ban)) route(SILENCE);
+        cnt_inc("bans");
         # $si is the parsed source address: nothing the sender wrote reaches the log.
         xlog("L_WARN", "FRONT ban src=$si seconds=@BAN@\n");
         route(SILENCE);
