@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -36,9 +37,10 @@ K8S_VERSION = "1.30.0"
 COUNTERS = {
     "gateway_calls", "gateway_invites_rejected", "gateway_dtmf_digits", "gateway_transfers",
     "gateway_rtp_frames", "gateway_playout_underruns", "gateway_dialplan_reload_errors",
-    "gateway_worker_restarts",
+    "gateway_worker_restarts", "gateway_front_bans", "gateway_front_requests_refused",
 }
-GAUGES = {"gateway_calls_active", "gateway_registration_up", "gateway_front_destination_up"}
+GAUGES = {"gateway_calls_active", "gateway_registration_up", "gateway_front_destination_up",
+          "gateway_front_banned_sources"}
 HISTOGRAMS = {"gateway_call_setup_seconds"}
 SERIES = (
     GAUGES
@@ -122,6 +124,12 @@ def test_k8s_gateway_drains_and_is_scraped() -> None:
     assert "preStop" in container["lifecycle"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == config["metrics"]["port"]
+    # Metrics have no authentication: bound to the node's address, never 0.0.0.0.
+    assert config["metrics"]["address"] == "@HOST_IP@"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    script = " ".join(container["args"])
+    assert 's/@HOST_IP@/$HOST_IP/g' in script and "exec gateway run" in script
     assert ports["sip-udp"] == ports["sip-tcp"] == config["sip"]["port"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
     assert pod.get("hostNetwork") is True  # RTP range on the node address (see gateway.yaml)
@@ -141,6 +149,7 @@ def test_k8s_gateway_drains_and_is_scraped() -> None:
     claims = {c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])}
     assert set(mounts) <= set(volumes) | claims
     assert mounts["dialplans"]["mountPath"] == config["dialplans"]
+    assert f"{mounts['config']['mountPath']}/gateway.yaml" in script
     assert ("ConfigMap", volumes["config"]["configMap"]["name"]) in objs
     assert ("ConfigMap", volumes["dialplans"]["configMap"]["name"]) in objs
 
@@ -164,6 +173,50 @@ def test_k8s_front_matches_repo_config_and_statefulset() -> None:
     front = objs[("Deployment", "gateway-front")]["spec"]["template"]["spec"]
     assert any(arg.startswith("CARRIER_NETS=") for arg in front["containers"][0]["args"])
     assert front["volumes"][0]["configMap"]["name"] == "gateway-front"
+
+
+def _selects(policy: dict[str, Any], pod_labels: dict[str, str]) -> bool:
+    return policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_k8s_network_policies_open_each_port_to_its_peers_only() -> None:
+    objs = _k8s_objects()
+    gateway, front = objs[("NetworkPolicy", "gateway")], objs[("NetworkPolicy", "gateway-front")]
+    sts = objs[("StatefulSet", "gateway")]
+    front_pod = objs[("Deployment", "gateway-front")]["spec"]["template"]
+    assert _selects(gateway, sts["spec"]["template"]["metadata"]["labels"])
+    assert _selects(front, front_pod["metadata"]["labels"])
+    assert not _selects(gateway, front_pod["metadata"]["labels"])
+    for policy in (gateway, front):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+
+    config = yaml.safe_load(objs[("ConfigMap", "gateway-config")]["data"]["gateway.yaml"])
+    trunk_nets = {net for trunk in config["trunks"] for net in trunk["allow"]}
+    args = front_pod["spec"]["containers"][0]["args"]
+    carrier_nets = set(next(a for a in args if a.startswith("CARRIER_NETS="))
+                       .split("=", 1)[1].strip('"').split(","))
+
+    def rules(policy: dict[str, Any]) -> dict[tuple[int, str], list[dict[str, Any]] | None]:
+        """(port, protocol) → the peers allowed to reach it (None: anyone)."""
+        out: dict[tuple[int, str], list[dict[str, Any]] | None] = {}
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                out[(port["port"], port["protocol"])] = rule.get("from")
+        return out
+
+    worker = rules(gateway)
+    sip, metrics = config["sip"]["port"], config["metrics"]["port"]
+    for proto in ("UDP", "TCP"):
+        assert {p["ipBlock"]["cidr"] for p in worker[(sip, proto)]} == trunk_nets
+        edge = {p["ipBlock"]["cidr"] for p in rules(front)[(5060, proto)]}
+        assert edge == carrier_nets | trunk_nets
+    # Metrics only from the monitoring namespace; RTP (the configured range) from anyone.
+    (peer,) = worker[(metrics, "TCP")]
+    assert set(peer) == {"namespaceSelector"}
+    rtp = next(p for r in gateway["spec"]["ingress"] for p in r["ports"] if "endPort" in p)
+    start = config["sip"]["rtp_port_start"]
+    assert (rtp["port"], rtp["endPort"]) == (start, start + config["sip"]["rtp_port_count"] - 1)
+    assert [k for k, v in worker.items() if v is None] == [(start, "UDP")]
 
 
 # ---------------------------------------------------------------- gateway configs
@@ -196,7 +249,8 @@ def test_gateway_config_loads(name: str, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("CARRIER_PASSWORD", "secret")
     settings = config.load_settings(path)
     assert 1 <= settings.calls_per_worker <= _max_calls_built()
-    assert settings.metrics_address == "0.0.0.0"
+    # /metrics has no authentication: loopback, or (k8s) the node's address put in at start.
+    assert settings.metrics_address in ("127.0.0.1", "@HOST_IP@")
 
 
 def test_k8s_dialplans_load(tmp_path: Path) -> None:
@@ -246,9 +300,23 @@ def test_compose_references_and_ports() -> None:
         rtp_ranges.append(range(start, start + count))
     assert not set(rtp_ranges[0]) & set(rtp_ranges[1]), "nodes on one host need distinct RTP ranges"
 
+    # Nothing unauthenticated on a public address: Prometheus on loopback, Grafana on
+    # GRAFANA_ADDR (loopback unless set).
+    assert "--web.listen-address=127.0.0.1:9090" in services["prometheus"]["command"]
+    assert services["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "${GRAFANA_ADDR:-127.0.0.1}"
+
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/gateway.yaml").read_text())
     dashboards_dir = provider["providers"][0]["options"]["path"]
     assert any(v.endswith(f":{dashboards_dir}:ro") for v in services["grafana"]["volumes"])
+
+
+def test_grafana_refuses_to_start_without_a_password() -> None:
+    env = _compose()["services"]["grafana"]["environment"]
+    # ${VAR:?message}: compose stops with the message when the variable is unset or empty.
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert not any("admin" == str(v).split(":-")[-1].rstrip("}") for v in env.values())
 
 
 def _docker_compose_available() -> bool:
@@ -261,10 +329,12 @@ def _docker_compose_available() -> bool:
 def test_docker_compose_config() -> None:
     if not _docker_compose_available():
         pytest.skip("docker compose CLI plugin not installed")
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
-        capture_output=True, text=True, timeout=60,
-    )
+    compose = ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    refused = subprocess.run(compose, capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    result = subprocess.run(compose, capture_output=True, text=True, timeout=60,
+                            env={**env, "GRAFANA_ADMIN_PASSWORD": "test-only"})
     assert result.returncode == 0, result.stderr
 
 
