@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from gateway.config import Settings, load_settings
+from gateway.config.settings import Settings, load_settings
 from gateway.errors import ConfigError
 
 
@@ -17,15 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["call"]:
         # The caller has its own flags (it is a SIP phone, not the gateway).
-        from gateway.caller import main as call_main
+        from gateway.caller.phone_call import main as call_main
 
         return call_main(argv[1:])
     if argv[:1] == ["simulate"]:
-        from gateway.simulate import main as simulate_main
+        from gateway.caller.simulate import main as simulate_main
 
         return simulate_main(argv[1:])
     if argv[:1] == ["loadtest"]:
-        from gateway.loadtest import main as loadtest_main
+        from gateway.caller.loadtest import main as loadtest_main
 
         return loadtest_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
@@ -72,7 +72,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gateway.config import read_settings
+    from gateway.config.settings import read_settings
     from gateway.dialplan.loader import load_dialplans
 
     loaded, config_errors = read_settings(args.config)
@@ -93,8 +93,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _warm(args: argparse.Namespace) -> int:
     from gateway.dialplan.loader import load_dialplans, flow_texts
-    from gateway.flow import TRANSFER_FAILED_TEXT
-    from gateway.media.prompts import PromptRenderer
+    from gateway.worker.flow import TRANSFER_FAILED_TEXT
+    from gateway.speech.prompts import PromptRenderer
 
     settings = _settings(args)
     plans, _errors = load_dialplans(settings.dialplans)
@@ -126,10 +126,10 @@ def _run(args: argparse.Namespace) -> int:
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     if settings.workers > 1:
-        from gateway.supervisor import Supervisor
+        from gateway.ops.supervisor import Supervisor
 
         return Supervisor(settings, args.config).run()
-    from gateway.server import Worker
+    from gateway.worker.server import Worker
 
     asyncio.run(Worker(settings).run())
     return 0

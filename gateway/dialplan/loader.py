@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway import yamlfile
+from gateway.config import yamlfile
 from gateway.dialplan.model import (
     ANONYMOUS,
     Action,
@@ -35,7 +35,7 @@ from gateway.dialplan.model import (
 )
 from gateway.dialplan.transfers import OPERATOR, TransferPolicy, is_pattern, normalize_target
 from gateway.errors import ConfigError
-from gateway.yamlfile import Errors, Fields, Node, step_key
+from gateway.config.yamlfile import Errors, Fields, Node, step_key
 
 __all__ = ["dialplan_files", "flow_texts", "load_dialplans"]
 
@@ -119,7 +119,7 @@ def flow_texts(plans: DialplanSet) -> set[str]:
             elif isinstance(action, TransferAction):
                 _collect_texts(action.on_failure, texts)
             elif isinstance(action, AgentAction):
-                from gateway.agent.script import script_texts
+                from gateway.script.model import script_texts
 
                 texts |= script_texts(action.script)  # type: ignore[arg-type]
     return texts
@@ -186,7 +186,7 @@ def _action_targets(action: Action) -> list[str]:
     if isinstance(action, FlowAction):
         return _step_targets(action.steps)
     if isinstance(action, AgentAction):
-        from gateway.agent.script import script_targets
+        from gateway.script.model import script_targets
 
         return list(script_targets(action.script))  # type: ignore[arg-type]
     return []
@@ -344,7 +344,7 @@ def _action(fields: Fields, base: Path, errors: Errors) -> Action:
 
 
 def _agent(node: Node, base: Path, errors: Errors) -> AgentAction:
-    from gateway.agent.script_loader import load_agent_checked
+    from gateway.script.loader import load_agent_checked
 
     path = (base / node.as_str()).resolve()
     if not path.is_file():

@@ -147,7 +147,7 @@ class RejectAction:
 class AgentAction:
     """Answer and hold a conversation with an agent script (loaded and checked with the plan)."""
 
-    script: object  # gateway.agent.script.AgentScript; untyped here to keep routing import-light
+    script: object  # gateway.script.model.AgentScript; untyped here to keep routing import-light
 
 
 Action = FlowAction | TransferAction | RejectAction | AgentAction

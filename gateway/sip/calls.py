@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
-from gateway.config import Settings
+from gateway.config.settings import Settings
 from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev

@@ -19,7 +19,7 @@ from typing import Any
 import pjsua2 as pj
 import yaml
 
-from gateway.config import Settings
+from gateway.config.settings import Settings
 from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
 from gateway.sip import pjutil

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
-from gateway import secrets
-from gateway.config import Trunk
+from gateway.config import secrets
+from gateway.config.settings import Trunk
 from gateway.sip import events as ev
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from gateway.media.audio import load_wav, save_wav, tone
-from gateway.sip.conversation import FRAME_BYTES, FrameVad, voiced_flags
+from gateway.sip.phone.conversation import FRAME_BYTES, FrameVad, voiced_flags
 from tests.bench.bench_calls import cpu_seconds, pct
 from tests.support.gateway import GatewayProcess
 from tests.support.phones import Answerer, call

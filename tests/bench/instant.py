@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from gateway.frames import TranscriptEvent
+from gateway.speech.frames import TranscriptEvent
 from gateway.media.audio import tone
 from gateway.media.vad import FRAME_BYTES, Segmenter
-from gateway.providers.base import SpeechToText, SttStream, TextToSpeech
+from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
 
 
 class _InstantStream(SttStream):

@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from gateway.ports import free_port
+from gateway.ops.ports import free_port
 
 __all__ = ["free_port", "free_udp_port", "udp_port_is_free", "wait_until"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from gateway.front import stop_kamailio
+from gateway.ops.front import stop_kamailio
 from tests.support import udp_port_is_free, wait_until
 from tests.support.sipp import unassigned_port
 

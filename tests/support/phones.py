@@ -1,4 +1,4 @@
-"""Drive the pjsua2 softphone (`python -m gateway.sip.softphone`) from tests."""
+"""Drive the pjsua2 softphone (`python -m gateway.sip.phone.softphone`) from tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.support import wait_until
 
 def call(target: str, number: str, *args: str, timeout: float = 60.0) -> dict:
     """Place call(s) and return the softphone's JSON result."""
-    cmd = [sys.executable, "-m", "gateway.sip.softphone", "call", "--to", target, "--number", number,
+    cmd = [sys.executable, "-m", "gateway.sip.phone.softphone", "call", "--to", target, "--number", number,
            *args]
     done = subprocess.run(cmd, capture_output=True, timeout=timeout)
     if done.returncode != 0:
@@ -22,7 +22,7 @@ def call(target: str, number: str, *args: str, timeout: float = 60.0) -> dict:
 
 
 def start_call(target: str, number: str, *args: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "gateway.sip.softphone", "call", "--to", target, "--number", number,
+    cmd = [sys.executable, "-m", "gateway.sip.phone.softphone", "call", "--to", target, "--number", number,
            *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -44,7 +44,7 @@ class Answerer:
         self.port = 0
 
     def __enter__(self) -> Answerer:
-        cmd = [sys.executable, "-m", "gateway.sip.softphone", "answer", "--bind", "127.0.0.1",
+        cmd = [sys.executable, "-m", "gateway.sip.phone.softphone", "answer", "--bind", "127.0.0.1",
                "--port", "0", "--ready-file", str(self.ready), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if not wait_until(lambda: self.ready.exists() and self.ready.read_text().strip() != "", 20):

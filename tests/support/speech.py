@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.media.audio import save_wav
-from gateway.media.prompts import PromptRenderer
+from gateway.speech.prompts import PromptRenderer
 from tests.support.gateway import REPO
 
 _renderer: PromptRenderer | None = None

@@ -1,0 +1,440 @@
+"""Simulated-caller scenarios for `gateway simulate`: the YAML format and its loader.
+
+A scenario is one call to one number by a scripted or LLM persona, plus checks on what happened:
+
+    name: booking-friday                   # default: the file name
+    number: "+15550100"                    # the number to call
+    goal: Book a check-up on Friday at 2 pm.   # shown in the report
+    persona:
+      instructions: A patient who answers briefly.   # shown in the report
+      voice: joe                           # offline voice (default joe)
+      speaking_rate: 1.0                   # 0.5-2.0, 1 = the voice's own pace
+      noise_dbfs: -40                      # background noise under its speech (-70..-20 dBFS RMS)
+      turns:                               # said in order, each once the agent has paused
+        - "I would like to book an appointment."
+        - {play: clips/name.wav}           # a recording instead (relative to this file)
+      # llm: {base_url: "http://127.0.0.1:11434/v1", model: NAME}  # instead of turns, see below
+    impatience_ms: 1500                    # talk over the agent this long after it starts
+    max_turns: 8                           # never say more than this many turns
+    turn_gap_ms: 2000                      # agent silence that counts as "your turn"
+    hangup_after_s: 4                      # after the last turn, hang up once it is this quiet
+    max_duration_s: 120                    # hang up whatever happens
+    caller: "+15550199"                    # From user (default: a unique sim-... name)
+    assert:
+      - agent_said: friday                 # words in the transcribed agent speech (fuzzy)
+      - asked: what time                   # ... in something it asked
+      - transferred_to: operator           # REFER target (URI or part of it)
+      - hung_up_within_turns: 6            # the agent ended the call by then
+      - max_turn_ms: 12000                 # no reply to a turn started later than this
+      - no_loop: true                      # no agent prompt three times in a row
+      - tool_called: check_slot            # needs --records (the gateway's call records)
+
+An LLM persona answers live instead of reading `turns:`. Each time the agent has spoken and
+paused, what it said is transcribed offline (tiny.en) and sent to an OpenAI-compatible chat
+completions endpoint (system prompt: the instructions and the goal; the agent speaks as "user");
+the reply is rendered with the voice and said. The persona hangs up by ending a reply with
+[HANGUP] (gateway/caller/persona.py), at max_turns (default 10 for an LLM) or at max_duration_s. The
+API key is read from OPENAI_API_KEY; local servers such as Ollama need none. The caller stays
+silent while it thinks, so that time falls before its turn and never counts towards the agent's
+turn latency; the report lists each persona turn with what it heard and how long it took.
+
+      llm:
+        base_url: "http://127.0.0.1:11434/v1"   # Ollama, llama.cpp server, vLLM, api.openai.com/v1
+        model: llama3.2:3b
+        timeout_s: 30                        # per reply; a slower or failing server ends the scenario
+        temperature: 0.7                     # optional (default: the server's)
+
+`voice`, `speaking_rate`, `noise_dbfs`, `turns` and `llm` may also sit at the top level, and a persona may be
+just its instructions text. Loading errors point at file:line. `evaluate()` judges the checks
+on a finished call: words are compared after normalising (case, punctuation, number words).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.config import yamlfile
+from gateway.caller.phone_call import CallReport, Turn
+from gateway.errors import ConfigError
+from gateway.speech.prompts import VOICES
+from gateway.config.yamlfile import Errors, Node
+
+__all__ = [
+    "CHECKS", "Check", "CheckResult", "LlmPersona", "Scenario", "evaluate", "load_scenario",
+    "load_scenario_checked",
+]
+
+_T = TypeVar("_T")
+_PERSONA_KEYS = ("instructions", "voice", "speaking_rate", "noise_dbfs", "turns", "llm")
+_TOP_KEYS = (
+    "name", "number", "goal", "persona", "voice", "speaking_rate", "noise_dbfs", "turns", "llm", "impatience_ms",
+    "max_turns", "turn_gap_ms", "hangup_after_s", "max_duration_s", "caller", "assert",
+)
+CHECKS = ("agent_said", "asked", "transferred_to", "hung_up_within_turns", "max_turn_ms", "no_loop", "tool_called")
+_NUMBER = re.compile(r"^\+?[0-9A-Za-z*#._-]+$")  # a Request-URI user part
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
+_MATCH = 0.8  # similarity (0-1) that counts as "said": tiny.en drops or bends a letter or two
+_SAME = 0.9  # similarity of two agent turns that counts as the same prompt
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_NUMBER_WORDS.update(twenty="20", thirty="30", forty="40", fifty="50", hundred="100", thousand="1000")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One `assert:` item, e.g. Check("agent_said", "friday", 31)."""
+
+    kind: str
+    value: str | int | bool
+    line: int
+
+    @property
+    def label(self) -> str:
+        shown = f'"{self.value}"' if isinstance(self.value, str) else str(self.value).lower()
+        return f"{self.kind}: {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class LlmPersona:
+    base_url: str
+    model: str
+    timeout_s: float = 30.0
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    path: Path
+    name: str
+    number: str
+    goal: str = ""
+    instructions: str = ""
+    voice: str = "joe"
+    speaking_rate: float = 1.0
+    noise_dbfs: float | None = None  # white noise mixed into every turn the persona says
+    turns: tuple[Turn, ...] = ()
+    llm: LlmPersona | None = None
+    impatience_ms: int | None = None
+    max_turns: int | None = None
+    turn_gap_ms: int = 2000
+    hangup_after_s: float = 4.0
+    max_duration_s: float = 120.0
+    caller: str | None = None
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def spoken_turns(self) -> tuple[Turn, ...]:
+        """The scripted turns, cut to max_turns."""
+        return self.turns if self.max_turns is None else self.turns[: self.max_turns]
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Load one scenario; raises the first ConfigError (by line) if there is any."""
+    scenario, errors = load_scenario_checked(path)
+    if errors:
+        raise errors[0]
+    assert scenario is not None
+    return scenario
+
+
+def load_scenario_checked(path: Path) -> tuple[Scenario | None, list[ConfigError]]:
+    """Load one scenario and every error in it, sorted by line; with errors, no scenario."""
+    errors = Errors()
+    scenario = errors.attempt(_load, path, errors)
+    found = sorted(errors, key=lambda e: e.line)
+    return (None, found) if found or scenario is None else (scenario, [])
+
+
+def _load(path: Path, errors: Errors) -> Scenario | None:
+    root = yamlfile.load(path)
+    top = root.fields(_TOP_KEYS, errors)
+    persona_node = top.get("persona")
+    persona = None
+    if persona_node is not None and persona_node.kind == "mapping":
+        persona = persona_node.fields(_PERSONA_KEYS, errors)
+
+    def opt(name: str, read: Callable[[Node], _T], default: _T, *, in_persona: bool = False) -> _T:
+        node = top.get(name)
+        inner = persona.get(name) if in_persona and persona is not None else None
+        if node is not None and inner is not None:
+            errors.add(node.error(f"'{name}' is also set in persona (line {inner.line}); keep one"))
+            return default
+        node = node or inner
+        value = None if node is None else errors.attempt(read, node)
+        return default if value is None else value
+
+    name = opt("name", _matching(_NAME, "a name of letters, digits, spaces, '.', '_' and '-'"), path.stem)
+    number_node = top.get("number")
+    if number_node is None:
+        errors.add(root.error("missing 'number' (the number to call)"))
+    number = opt("number", _matching(_NUMBER, 'a number to dial, e.g. "+15550100"'), "")
+    instructions = ""
+    if persona_node is not None and persona_node.kind != "mapping":
+        instructions = errors.attempt(persona_node.as_str) or ""
+    elif persona is not None and "instructions" in persona:
+        instructions = errors.attempt(persona.require("instructions").as_str) or ""
+    voice = opt("voice", _voice, "joe", in_persona=True)
+    rate = opt("speaking_rate", lambda n: n.as_float(at_least=0.5, at_most=2.0), 1.0, in_persona=True)
+    noise = opt("noise_dbfs", lambda n: n.as_float(at_least=-70.0, at_most=-20.0), None, in_persona=True)
+    turns: tuple[Turn, ...] | None = opt("turns", lambda n: _turns(n, path.parent, errors), None, in_persona=True)
+    llm = opt("llm", lambda n: _llm(n, errors), None, in_persona=True)
+    if turns is None and llm is None and not any(n in top or (persona and n in persona) for n in ("turns", "llm")):
+        errors.add((persona_node or root).error("the persona needs `turns:` (what to say, in order) or `llm:`"))
+    no_checks: tuple[Check, ...] = ()
+    checks = opt("assert", lambda n: _checks(n, errors), no_checks)
+    return Scenario(
+        path=path, name=name, number=number,
+        goal=opt("goal", lambda n: n.as_str(), ""),
+        instructions=instructions, voice=voice, speaking_rate=rate, noise_dbfs=noise, turns=turns or (), llm=llm,
+        impatience_ms=opt("impatience_ms", lambda n: n.as_int(at_least=0, at_most=60000), None),
+        max_turns=opt("max_turns", lambda n: n.as_int(at_least=1, at_most=100), None),
+        turn_gap_ms=opt("turn_gap_ms", lambda n: n.as_int(at_least=200, at_most=10000), 2000),
+        hangup_after_s=opt("hangup_after_s", lambda n: n.as_float(above=0, at_most=60), 4.0),
+        max_duration_s=opt("max_duration_s", lambda n: n.as_float(at_least=5, at_most=3600), 120.0),
+        caller=opt("caller", _matching(_NUMBER, "a SIP user part, e.g. +15550199"), None),
+        checks=checks,
+    )
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Node], str]:
+    def read(node: Node) -> str:
+        text = node.as_str()
+        if not pattern.match(text):
+            raise node.error(f"expected {what}, got {text!r}")
+        return text
+
+    return read
+
+
+def _voice(node: Node) -> str:
+    text = node.as_str()
+    if text not in VOICES:
+        raise node.error(f"unknown voice {text!r} (offline voices: {', '.join(sorted(VOICES))})")
+    return text
+
+
+def _turns(node: Node, base: Path, errors: Errors) -> tuple[Turn, ...]:
+    out: list[Turn] = []
+    for item in node.as_list():
+        if item.kind == "scalar":
+            turn = errors.attempt(lambda n: Turn("say", n.as_str()), item)
+        else:
+            turn = errors.attempt(_turn_step, item, base, errors)
+        if turn is not None:
+            out.append(turn)
+    return tuple(out)
+
+
+def _turn_step(item: Node, base: Path, errors: Errors) -> Turn | None:
+    found = yamlfile.step_key(item, ("say", "play"), errors)
+    if found is None:
+        return None
+    kind, value = found
+    text = value.as_str()
+    if kind == "say":
+        return Turn("say", text)
+    path = (base / text).resolve()
+    if not path.is_file():
+        raise value.error(f"no such recording: {path}")
+    return Turn("play", str(path))
+
+
+def _llm(node: Node, errors: Errors) -> LlmPersona | None:
+    fields = node.fields(("base_url", "model", "timeout_s", "temperature"), errors)
+    url = errors.attempt(lambda: _base_url(fields.require("base_url")))
+    model = errors.attempt(lambda: fields.require("model").as_str())
+    timeout, temperature = fields.get("timeout_s"), fields.get("temperature")
+    timeout_s = 30.0 if timeout is None else errors.attempt(timeout.as_float, above=0, at_most=600)
+    temp = None if temperature is None else errors.attempt(temperature.as_float, at_least=0, at_most=2)
+    if url is None or model is None or timeout_s is None or (temperature is not None and temp is None):
+        return None
+    return LlmPersona(url, model, timeout_s=timeout_s, temperature=temp)
+
+
+def _base_url(node: Node) -> str:
+    url = node.as_str()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise node.error(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _checks(node: Node, errors: Errors) -> tuple[Check, ...]:
+    out: list[Check] = []
+    for item in node.as_list():
+        check = errors.attempt(_check, item, errors)
+        if check is not None:
+            out.append(check)
+    return tuple(out)
+
+
+def _check(item: Node, errors: Errors) -> Check | None:
+    if item.kind != "mapping":
+        raise item.error(f"expected a check like {{agent_said: TEXT}} ({', '.join(CHECKS)}), got {item.describe()}")
+    found = yamlfile.step_key(item, CHECKS, errors)
+    if found is None:
+        return None
+    kind, value = found
+    result: str | int | bool
+    if kind in ("hung_up_within_turns", "max_turn_ms"):
+        result = value.as_int(at_least=0 if kind == "hung_up_within_turns" else 1)
+    elif kind == "no_loop":
+        result = value.as_bool()
+    else:
+        result = value.as_str()
+    return Check(kind, result, value.line)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    check: Check
+    status: str  # "PASS" | "FAIL" | "NOT CHECKABLE"
+    evidence: str
+
+
+# --- the checks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """One stretch of agent speech, with the number of caller turns begun before it."""
+
+    start: float
+    text: str
+    after_turns: int
+
+
+def _words(text: str) -> list[str]:
+    t = text.lower().replace("a.m.", "am").replace("p.m.", "pm").replace("'", "")
+    t = re.sub(r"(\d)([a-z])", r"\1 \2", re.sub(r"(\d),(\d{3})", r"\1\2", t))
+    return [_NUMBER_WORDS.get(w, w) for w in re.sub(r"[^a-z0-9]+", " ", t).split()]
+
+
+def _closest(needle: str, texts: Sequence[tuple[float, str]]) -> tuple[float, float, str, str]:
+    """Best (similarity, start, words, text) of needle's normalised words within any of texts."""
+    want = " ".join(_words(needle))
+    n = len(want.split())
+    best = (0.0, 0.0, "", "")
+    for start, text in texts:
+        words = _words(text)
+        for size in {max(1, n - 1), n, n + 1}:
+            for i in range(max(1, len(words) - size + 1)):
+                got = " ".join(words[i:i + size])
+                score = SequenceMatcher(None, want, got).ratio() if len(want) > 4 else float(want == got)
+                if score > best[0]:
+                    best = (score, start, got, text)
+    return best
+
+
+def _excerpt(text: str, got: str, width: int = 90) -> str:
+    """Up to `width` characters of text around where the matched words start."""
+    if len(text) <= width:
+        return text
+    first = got.split()[0] if got else ""
+    at = max(0, text.lower().find(first) - width // 3) if first and first in text.lower() else 0
+    at = text.find(" ", at) + 1 if at else 0  # from the start of a word
+    end = min(len(text), at + width)
+    return ("..." if at else "") + text[at:end].strip() + ("..." if end < len(text) else "")
+
+
+def _agent_turns(said: list[_Said]) -> list[_Said]:
+    """Agent speech grouped by the caller turn it follows (turn 0: before the caller spoke)."""
+    out: list[_Said] = []
+    for s in said:
+        if out and out[-1].after_turns == s.after_turns:
+            out[-1] = _Said(out[-1].start, f"{out[-1].text} {s.text}", s.after_turns)
+        else:
+            out.append(s)
+    return out
+
+
+def _questions(said: list[_Said], caller_turns: int) -> list[tuple[float, str]]:
+    """Sentences ending in '?', and what the agent said last before each caller turn."""
+    out: list[tuple[float, str]] = []
+    for turn in _agent_turns(said):
+        sentences = [s for s in re.split(r"(?<=[.?!])\s+", turn.text.strip()) if s]
+        out += [(turn.start, s) for s in sentences if s.endswith("?")]
+        if sentences and not sentences[-1].endswith("?") and turn.after_turns < caller_turns:
+            out.append((turn.start, sentences[-1]))
+    return out
+
+
+def evaluate(sc: Scenario, report: CallReport, *, records: Path | None = None,
+             record: dict[str, Any] | None = None) -> list[CheckResult]:
+    call = report.call
+    turns = call.get("turns") or []
+    starts = [t["sent_start_s"] for t in turns if t.get("sent_start_s") is not None]
+    segs = (call.get("segments") or {}).get("far_end") or []
+    said = [_Said(s, report.far_end_text[i] or "", sum(1 for c in starts if c < s))
+            for i, (s, _e) in enumerate(segs) if i < len(report.far_end_text) and report.far_end_text[i]]
+    disc = call.get("disconnect") or {}
+    results: list[CheckResult] = []
+    for check in sc.checks:
+        if not report.answered:
+            results.append(CheckResult(check, "FAIL", f"call not answered: {call.get('status')} {call.get('reason')}"))
+            continue
+        status, evidence = _judge(check, call, said, len(starts), disc, report.transcript_note, records, record)
+        results.append(CheckResult(check, status, evidence))
+    return results
+
+
+def _judge(check: Check, call: dict[str, Any], said: list[_Said], played: int, disc: dict[str, Any],
+           note: str | None, records: Path | None, record: dict[str, Any] | None) -> tuple[str, str]:
+    kind, value = check.kind, check.value
+    if kind in ("agent_said", "asked", "no_loop") and note:
+        return "NOT CHECKABLE", note
+    if kind in ("agent_said", "asked"):
+        texts = [(s.start, s.text) for s in said] if kind == "agent_said" else _questions(said, played)
+        score, at, got, where = _closest(str(value), texts)
+        if score >= _MATCH:
+            return "PASS", f'heard "{got}" at {at:.2f} s: "{_excerpt(where, got)}"'
+        what = "heard" if kind == "agent_said" else "asked"
+        closest = f'; closest: "{got}" ({score:.0%}) at {at:.2f} s: "{_excerpt(where, got)}"' if got else ""
+        return "FAIL", f"not {what} in {len(texts)} transcribed stretch(es){closest}"
+    if kind == "transferred_to":
+        tr = call.get("transfer")
+        if not tr:
+            return "FAIL", "no transfer: the agent sent no REFER"
+        new = tr.get("new_call") or {}
+        leg = f"new call {new.get('status')} {new.get('reason') or ''}".strip() if new else "not followed"
+        ok = str(value).lower() in str(tr.get("target", "")).lower()
+        return ("PASS" if ok else "FAIL"), f"REFER to {tr.get('target')} ({leg})"
+    if kind == "hung_up_within_turns":
+        after = f"after {disc.get('after_s')} s and {played} caller turn(s)"
+        if disc.get("by") != "remote":
+            why = next((t for _, t in reversed(call.get("events") or []) if t.startswith("hangup (")), "hangup")
+            return "FAIL", f"the agent did not hang up: we ended the call ({why}) {after}"
+        return ("PASS" if played <= int(value) else "FAIL"), f"the agent hung up {after}"
+    if kind == "max_turn_ms":
+        slow = [f"turn {t['index']}: {t['latency_ms']} ms" for t in call.get("turns") or []
+                if t.get("latency_ms") is not None and t["latency_ms"] > int(value)]
+        silent = [f"turn {t['index']}: no reply" for t in call.get("turns") or []
+                  if t.get("latency_ms") is None and disc.get("by") != "remote"]
+        lat = [t["latency_ms"] for t in call.get("turns") or [] if t.get("latency_ms") is not None]
+        if slow or silent:
+            return "FAIL", ", ".join(slow + silent)
+        return "PASS", f"slowest reply {max(lat):.0f} ms" if lat else "no turns answered"
+    if kind == "no_loop":
+        if not value:
+            return "PASS", "not checked (no_loop: false)"
+        agent = [(t.after_turns, " ".join(_words(t.text))) for t in _agent_turns(said)]
+        for i in range(len(agent) - 2):
+            first = agent[i][1]
+            if first and all(SequenceMatcher(None, first, a[1]).ratio() >= _SAME for a in agent[i + 1:i + 3]):
+                turns = f"after caller turns {agent[i][0]}-{agent[i + 2][0]}"
+                return "FAIL", f'the agent said "{first}" three times in a row ({turns})'
+        return "PASS", f"{len(agent)} agent turn(s), no prompt three times in a row"
+    # tool_called
+    if records is None:
+        return "NOT CHECKABLE", "not checkable without --records FILE (the gateway's call records)"
+    if record is None:
+        return "NOT CHECKABLE", f"not checkable: no record of this call in {records}"
+    tools = [str(t.get("name")) for t in record.get("transcript") or [] if t.get("who") == "tool"]
+    ok = str(value) in tools
+    return ("PASS" if ok else "FAIL"), f"tools called: {', '.join(tools) or 'none'} (call {record.get('call_id')})"

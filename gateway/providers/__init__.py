@@ -1,1 +1,0 @@
-"""Speech and language providers: one module per vendor, all behind the interfaces in base."""

