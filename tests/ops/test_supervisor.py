@@ -19,7 +19,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.phones import call, result, start_call
 from tests.support.sipp import SippFlood
-from tests.test_calls import make_plans
+from tests.sip.test_calls import make_plans
 
 LONG = "+15550204"  # plays for 16 s; callers hang up first
 
