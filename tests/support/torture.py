@@ -11,7 +11,7 @@ For every row of INDEX.tsv it sends the message over UDP according to its send m
   raw: the bytes as stored, sent from 127.0.0.1:5060 (where such Vias point responses);
 collects the responses (the first final code, or "drop" when none comes within ~1 s), ACKs final
 responses to INVITEs (and hangs up any 2xx), then checks the gateway still answers OPTIONS.
-Results go to --out as JSON, one entry per message file; tests/test_torture.py asserts them.
+Results go to --out as JSON, one entry per message file; tests/sip/test_torture.py asserts them.
 """
 
 from __future__ import annotations
