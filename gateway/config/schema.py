@@ -5,25 +5,35 @@ scalars (so `yes`, `0155`, `+1555` and `9:30` stay text, and only `true`/`false`
 validates them against the model, and turns each pydantic error into a `ConfigError` at the line
 of the value it is about, in the project's own words (with did-you-mean hints for unknown keys).
 Models say `extra="forbid"`: an unknown key is an error, never silently ignored.
+
+The value types below (`Text`, `Whole`, `Number`, `Flag`, `between`, `matching`) read YAML the
+way the files are written and word their errors the same way everywhere; `OneKey` is a list item
+that is one `{key: value}` step. A validator that finds a mistake in one of its keys raises
+`Invalid(message, key)`, so the error points at that key's line. Validators find the line of any
+location in `info.context["lines"]`. `json_schema(Model)` is the file's JSON Schema for editors.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (AllowInfNan, BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler,
+                      StringConstraints, ValidationError, model_validator)
+from pydantic import Strict as _StrictType
+from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
 
-__all__ = ["Located", "Strict", "load", "load_text", "located", "messages"]
+__all__ = ["Flag", "Invalid", "Lines", "Number", "OneKey", "Strict", "Text", "Whole", "between",
+           "json_schema", "load", "load_text", "located", "matching", "messages"]
 
 Model = TypeVar("Model", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -42,45 +52,66 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
-class Located(dict):
-    """The plain value tree of one file plus the line of every value in it (by location)."""
+class Lines(dict[Loc, int]):
+    """The (1-based) line of every value in a file, by location; `keys` has the line of each
+    mapping key in `key_lines` (errors about a key point there, not at its value, which may start
+    on a line below)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_lines: dict[Loc, int] = {}
+
+
+class Invalid(ValueError):
+    """A validator's error about one of its own keys (or a place below it: `Invalid(msg, "trunks",
+    0)`): the error is reported at that key's line instead of the line of the whole mapping."""
+
+    def __init__(self, message: str, *at: str | int) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 def load(path: Path, model: type[Model], *, context: dict | None = None) -> tuple[Model | None, list[ConfigError]]:
     """The file validated as `model`, or None and every error found (file:line: message)."""
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        return None, [ConfigError(str(path), line, "not valid UTF-8")]
+        data = path.read_bytes()
     except OSError as exc:
         return None, [ConfigError(str(path), 0, f"cannot read: {exc.strerror or exc}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [ConfigError(str(path), data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8 text")]
     return load_text(text, str(path), model, context=context)
 
 
 def load_text(text: str, where: str, model: type[Model], *, context: dict | None = None,
               ) -> tuple[Model | None, list[ConfigError]]:
+    """Like `load`, for text read elsewhere; `where` names it in errors. Validators get the
+    context given plus `lines` (see `Lines`)."""
     try:
         value, lines = located(text, where)
     except ConfigError as error:
         return None, [error]
     try:
-        return model.model_validate(value, context=context), []
+        return model.model_validate(value, context={**(context or {}), "lines": lines}), []
     except ValidationError as exc:
         return None, messages(exc, where, lines, model)
 
 
-def located(text: str, where: str) -> tuple[Any, dict[Loc, int]]:
-    """Plain values of a YAML document and the (1-based) line of each location in it."""
+def located(text: str, where: str) -> tuple[Any, Lines]:
+    """Plain values of a YAML document and the line of each location in it; an empty document
+    (or one of only comments) is an error."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        return _raise(where, line, f"invalid YAML: {exc.problem or exc.context or 'syntax error'}")
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        return _raise(where, line, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")
-    lines: dict[Loc, int] = {}
+        return _raise(where, 1, f"invalid YAML: {exc}")
     if node is None:
-        return {}, {(): 1}
+        return _raise(where, 1, "file is empty")
+    lines = Lines()
     return _plain(node, (), lines, where), lines
 
 
@@ -88,9 +119,14 @@ def messages(exc: ValidationError, where: str, lines: Mapping[Loc, int],
              model: type[BaseModel] | None = None) -> list[ConfigError]:
     errors: list[ConfigError] = []
     seen: set[tuple[int, str]] = set()
+    keys = lines.key_lines if isinstance(lines, Lines) else {}
     for item in exc.errors(include_url=False):
         loc = tuple(item["loc"])
-        line = _line_of(loc, lines)
+        raised = (item.get("ctx") or {}).get("error")
+        at_key = item["type"] == "extra_forbidden"
+        if isinstance(raised, Invalid) and raised.at:
+            loc, at_key = (*loc, *raised.at), True
+        line = (at_key and keys.get(_file_loc(loc, lines))) or _line_of(loc, lines)
         known = _known_keys(model, loc[:-1]) if model and item["type"] == "extra_forbidden" else ()
         message = _message(item, loc, known)
         if (line, message) not in seen:
@@ -102,17 +138,19 @@ def messages(exc: ValidationError, where: str, lines: Mapping[Loc, int],
 
 # -- values ---------------------------------------------------------------------------------------
 
-def _plain(node: yaml.Node, loc: Loc, lines: dict[Loc, int], where: str) -> Any:
+def _plain(node: yaml.Node, loc: Loc, lines: Lines, where: str) -> Any:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node, where) if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
             if key is None or isinstance(key, (list, dict)):
-                _raise(where, key_node.start_mark.line + 1, "keys must be plain text or numbers")
-            key = str(key) if not isinstance(key, str) else key
+                _raise(where, line, "keys must be plain text or numbers")
+            key = str(key).lower() if isinstance(key, bool) else str(key)
             if key in out:
-                _raise(where, key_node.start_mark.line + 1, f"duplicate key '{key}'")
+                _raise(where, line, f"duplicate key '{key}' (first on line {lines.key_lines[(*loc, key)]})")
+            lines.key_lines[(*loc, key)] = line
             out[key] = _plain(value_node, (*loc, key), lines, where)
         return out
     if isinstance(node, yaml.SequenceNode):
@@ -120,10 +158,15 @@ def _plain(node: yaml.Node, loc: Loc, lines: dict[Loc, int], where: str) -> Any:
     return _scalar(node, where)
 
 
+# Tags PyYAML's resolver may give a plain scalar; the text is then read by YAML 1.2's rules (a
+# date or `<<` stays text). Any other tag was written in the file (`!secret x`) and is refused.
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in
+               ("str", "int", "float", "bool", "null", "timestamp", "merge", "value")}
+
+
 def _scalar(node: yaml.ScalarNode, where: str) -> Any:
     text = node.value
-    if node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-                        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"):
+    if node.tag not in _PLAIN_TAGS:
         _raise(where, node.start_mark.line + 1, f"cannot read value tagged {node.tag}")
     if node.style is not None:  # quoted or block text is always text
         return text
@@ -135,8 +178,7 @@ def _scalar(node: yaml.ScalarNode, where: str) -> Any:
     if _INT.match(text):
         return int(text)
     if _FLOAT.match(text):
-        number = float(text)
-        return number if math.isfinite(number) or "inf" not in lowered else number
+        return float(lowered.replace(".inf", "inf").replace(".nan", "nan"))
     return text
 
 
@@ -158,6 +200,15 @@ def _line_of(loc: Loc, lines: Mapping[Loc, int]) -> int:
     return lines.get((), 0)
 
 
+def _file_loc(loc: Loc, lines: Mapping[Loc, int]) -> Loc:
+    """loc without the parts pydantic adds (union members, model names)."""
+    found: Loc = ()
+    for part in loc:
+        if (*found, part) in lines:
+            found = (*found, part)
+    return found
+
+
 def _walk(parts: list[str | int], lines: Mapping[Loc, int]) -> int | None:
     # Keep the parts that name file locations, skipping pydantic's own (union tags, models).
     loc: Loc = ()
@@ -173,13 +224,17 @@ def _message(item: Mapping[str, Any], loc: Loc, known: Iterable[str] = ()) -> st
     got = _describe(item.get("input"))
     key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        return f"unknown key '{key}'" + _hint(key, known)
+        known = list(known)
+        listed = f" (expected one of: {', '.join(known)})" if known else ""
+        return f"unknown key '{key}'{listed}" + _hint(key, known)
     if kind == "missing":
         return f"missing '{key}'"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {got}"
-    if kind in ("float_type", "float_parsing", "finite_number"):
+    if kind in ("float_type", "float_parsing"):
         return f"expected a number, got {got}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {got}"
     if kind in ("string_type",):
         return f"expected text, got {got}"
     if kind in ("bool_type", "bool_parsing"):
@@ -208,7 +263,7 @@ def _message(item: Mapping[str, Any], loc: Loc, known: Iterable[str] = ()) -> st
     return str(item.get("msg", kind))
 
 
-def _known_keys(model: type[BaseModel], loc: Loc) -> set[str]:
+def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
     """The keys a mapping at loc may have, following the model's field types along loc."""
     candidates: list[Any] = [model]
     for part in loc:
@@ -226,11 +281,11 @@ def _known_keys(model: type[BaseModel], loc: Loc) -> set[str]:
             elif typing.get_origin(t) in (dict, Mapping) and len(typing.get_args(t)) == 2:
                 following.append(typing.get_args(t)[1])
         candidates = following or candidates
-    keys: set[str] = set()
+    keys: dict[str, None] = {}  # in the order the models declare them
     for t in (t for c in candidates for t in _flatten(c)):
         if isinstance(t, type) and issubclass(t, BaseModel):
-            keys |= {f.alias or name for name, f in t.model_fields.items()}
-    return keys
+            keys.update(dict.fromkeys(f.alias or name for name, f in t.model_fields.items()))
+    return list(keys)
 
 
 def _flatten(annotation: Any) -> list[Any]:
@@ -256,4 +311,110 @@ def _describe(value: Any) -> str:
 
 def _hint(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# -- value types ----------------------------------------------------------------------------------
+
+# Text as written, stripped; a number is read as its text (`port: 5060` where text is expected).
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Numbers and flags as YAML writes them: `"5"`, `true` or `1.0` is not a whole number, `yes` is
+# not a flag. A whole number is a number.
+Whole = Annotated[int, _StrictType()]
+Number = Annotated[float, _StrictType(), AllowInfNan(False)]
+Flag = Annotated[bool, _StrictType()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    at_least: float | None = None
+    at_most: float | None = None
+    above: float | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        for key, bound in (("minimum", self.at_least), ("maximum", self.at_most),
+                           ("exclusiveMinimum", self.above)):
+            if bound is not None:
+                out[key] = bound
+        return out
+
+    def _check(self, value: float) -> float:
+        low_ok = (self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
+        if low_ok and (self.at_most is None or value <= self.at_most):
+            return value
+        low = f"at least {self.at_least:g}" if self.at_least is not None else ""
+        low = f"more than {self.above:g}" if self.above is not None else low
+        high = f"at most {self.at_most:g}" if self.at_most is not None else ""
+        shown = int(value) if isinstance(value, float) and value.is_integer() else value
+        raise ValueError(f"must be {' and '.join(p for p in (low, high) if p)}, got {shown}")
+
+
+def between(kind: Any, *, at_least: float | None = None, at_most: float | None = None,
+            above: float | None = None) -> Any:
+    """`Whole` or `Number` within bounds, e.g. `between(Whole, at_least=1, at_most=65535)`; the
+    error names both bounds ("must be at least 1 and at most 65535, got 99999")."""
+    return Annotated[kind, _Bounds(at_least, at_most, above)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    pattern: str
+    what: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {**handler(schema), "pattern": self.pattern}
+
+    def _check(self, text: str) -> str:
+        if not re.match(self.pattern, text):
+            raise ValueError(f"expected {self.what}, got {text!r}")
+        return text
+
+
+def matching(pattern: str, what: str) -> Any:
+    """`Text` matching a regular expression; the error says what was expected in words."""
+    return Annotated[Text, _Pattern(pattern, what)]
+
+
+class OneKey(Strict):
+    """A list item that is one `{key: value}` step, e.g. `{say: TEXT}`: exactly one of the model's
+    fields is given. Declare each as `name: Type = Field(None)`, so a key given must hold a Type;
+    `key` and `value` say which one it is. `shape` says what an item looks like, for errors."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+    shape: ClassVar[str] = "a step like {key: value}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected {cls.shape}, got {_describe(data)}")
+        names = [field.alias or name for name, field in cls.model_fields.items()]
+        if not data:
+            raise ValueError(f"empty step (expected one of: {', '.join(names)})")
+        present = [key for key in data if key in names]
+        if len(present) > 1:
+            raise Invalid(f"one step per list item (this item also has '{present[0]}'); start the next "
+                          "with '- '", present[1])
+        return data
+
+    @property
+    def key(self) -> str:
+        name = next(iter(self.model_fields_set))
+        return type(self).model_fields[name].alias or name
+
+    @property
+    def value(self) -> Any:
+        return getattr(self, next(iter(self.model_fields_set)))
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a file model, as editors read it."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **model.model_json_schema(by_alias=True)}
