@@ -32,8 +32,8 @@ from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
 
-__all__ = ["Flag", "Invalid", "Lines", "Number", "OneKey", "Strict", "Text", "Whole", "between",
-           "json_schema", "load", "load_text", "located", "matching", "messages"]
+__all__ = ["Check", "Flag", "Invalid", "Lines", "Number", "OneKey", "Strict", "Text", "Whole", "between",
+           "json_schema", "listed", "load", "load_text", "located", "matching", "messages"]
 
 Model = TypeVar("Model", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -71,7 +71,13 @@ class Invalid(ValueError):
         self.at = at
 
 
-def load(path: Path, model: type[Model], *, context: dict | None = None) -> tuple[Model | None, list[ConfigError]]:
+# A whole-file pass over the plain values (names used before they are defined, entries that
+# clash): it runs also when the model found errors, so one run reports every mistake.
+Check = typing.Callable[[Any, "Lines"], list[ConfigError]]
+
+
+def load(path: Path, model: type[Model], *, context: dict | None = None, check: Check | None = None,
+         ) -> tuple[Model | None, list[ConfigError]]:
     """The file validated as `model`, or None and every error found (file:line: message)."""
     try:
         data = path.read_bytes()
@@ -81,21 +87,24 @@ def load(path: Path, model: type[Model], *, context: dict | None = None) -> tupl
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return None, [ConfigError(str(path), data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8 text")]
-    return load_text(text, str(path), model, context=context)
+    return load_text(text, str(path), model, context=context, check=check)
 
 
 def load_text(text: str, where: str, model: type[Model], *, context: dict | None = None,
-              ) -> tuple[Model | None, list[ConfigError]]:
+              check: Check | None = None) -> tuple[Model | None, list[ConfigError]]:
     """Like `load`, for text read elsewhere; `where` names it in errors. Validators get the
     context given plus `lines` (see `Lines`)."""
     try:
         value, lines = located(text, where)
     except ConfigError as error:
         return None, [error]
+    found = check(value, lines) if check is not None else []
     try:
-        return model.model_validate(value, context={**(context or {}), "lines": lines}), []
+        result = model.model_validate(value, context={**(context or {}), "lines": lines})
     except ValidationError as exc:
-        return None, messages(exc, where, lines, model)
+        found, result = messages(exc, where, lines, model) + found, None
+    found.sort(key=lambda e: e.line)
+    return (None, found) if found else (result, [])
 
 
 def located(text: str, where: str) -> tuple[Any, Lines]:
@@ -375,6 +384,22 @@ class _Pattern:
         if not re.match(self.pattern, text):
             raise ValueError(f"expected {self.what}, got {text!r}")
         return text
+
+
+@dataclass(frozen=True, slots=True)
+class _OneOrList:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_before_validator_function(
+            lambda value: value if isinstance(value, list) or value is None else [value], handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        return {"anyOf": [out.get("items", {}), out]} if out.get("type") == "array" else out
+
+
+def listed(item: Any) -> Any:
+    """A list of items, where one item alone stands for a list of one (`stt: local`)."""
+    return Annotated[list[item], _OneOrList()]
 
 
 def matching(pattern: str, what: str) -> Any:
