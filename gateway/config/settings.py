@@ -1,8 +1,9 @@
 """Gateway settings: gateway.yaml + environment, parsed once, frozen.
 
-Every setting has a default, so `gateway run` works with no file at all. Secrets (trunk
-passwords, API keys) are never written in the file: it names the environment variable or the
-secrets file that holds each one (see gateway.config.secrets).
+Every setting has a default, so `gateway run` works with no file at all. `Settings` is what the
+rest of the gateway reads; the file is validated by the models below (`GatewayFile`, via
+gateway.config.schema), which build it. Secrets (trunk passwords, API keys) are never written in the file: it names the environment
+variable or the secrets file that holds each one (see gateway.config.secrets).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from gateway.config import yamlfile
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from gateway.config.codecs import read_codec_profile
+from gateway.config.schema import Invalid, Number, Strict, Text, Whole, between, listed, load, matching
+from gateway.config.secrets import SecretRef, forbidden_key
 from gateway.errors import ConfigError
 from gateway.media.framing import DEFAULT_FRAME_MS, FRAME_MS_CHOICES
-from gateway.config.secrets import SecretRef, forbidden_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIALPLANS = REPO_ROOT / "dialplans"
@@ -107,108 +112,163 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-_TOP_KEYS = {
-    "sip", "media", "metrics", "dialplans", "codec_profile", "operator_uri", "trunks", "workers",
-    "calls_per_worker", "drain_timeout", "records", "cache_dir", "log_level",
-    "stt", "tts", "llm", "provider_options", "security",
-}
-_SECURITY_KEYS = {"unknown_sources", "flood_rate", "flood_burst", "ban_seconds"}
-_SIP_KEYS = {"address", "port", "public_address", "rtp_port_start", "rtp_port_count"}
-_MEDIA_KEYS = {"frame_ms"}
-_METRICS_KEYS = {"address", "port"}
+DEFAULTS = Settings()
+
+
+# -- gateway.yaml ---------------------------------------------------------------------------------
+
+Port = between(Whole, at_least=1, at_most=65535)
+SipUri = matching(r"^(sip|sips|tel):", "a sip: URI")
 _TRUNK_SECRETS = ("password_env", "password_file", "password_ha1_env", "password_ha1_file")
-_TRUNK_KEYS = {"name", "allow", "registrar", "username", *_TRUNK_SECRETS, "expiry", "realm",
-               "password", "password_ha1"}
+_HA1 = re.compile(r"[0-9a-fA-F]{32}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def load_settings(path: Path | None) -> Settings:
-    """Read gateway.yaml (or defaults when path is None); raises the first ConfigError."""
-    settings, errors = read_settings(path)
-    if errors:
-        raise errors[0]
-    assert settings is not None
-    return settings
+def _one_of(key: str, choices: tuple[str, ...], message: str):  # type: ignore[no-untyped-def]
+    """A validator for a word from choices (any case), with the message of a wrong one."""
+    def check(cls: type, value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(message)
+        return value.lower()
+    return field_validator(key)(check)
 
 
-def read_settings(path: Path | None) -> tuple[Settings | None, list[ConfigError]]:
-    """Settings plus every error found (file:line), environment overrides applied."""
-    errors = yamlfile.Errors()
-    settings = Settings() if path is None else errors.attempt(_parse, path, errors)
-    if settings is not None and not errors.items:
-        errors.attempt(_validate, settings, str(path or "defaults"))
-    worker = os.environ.get("GATEWAY_WORKER")
-    if settings is not None and worker:
-        settings = _worker_overrides(settings, json.loads(worker))
-    operator = os.environ.get("GATEWAY_OPERATOR_URI")
-    if settings is not None and operator:
-        settings = replace(settings, operator_uri=operator)
-    return (None if errors.items else settings), errors.items
+class SipFile(Strict):
+    address: Text = DEFAULTS.sip_address
+    port: Port = DEFAULTS.sip_port
+    public_address: Text | None = None
+    rtp_port_start: between(Whole, at_least=1024, at_most=65534) = DEFAULTS.rtp_port_start
+    rtp_port_count: between(Whole, at_least=2) = DEFAULTS.rtp_port_count
 
 
-def _worker_overrides(settings: Settings, data: dict[str, object]) -> Settings:
-    paths = {"ready_file", "heartbeat_file", "records"}
-    tuples = {"trusted"}
-    changes = {k: Path(v) if k in paths else tuple(v) if k in tuples else v  # type: ignore[arg-type]
-               for k, v in data.items()}
-    return replace(settings, **changes)  # type: ignore[arg-type]
+class MediaFile(Strict):
+    frame_ms: Whole = Field(DEFAULTS.frame_ms, json_schema_extra={"enum": list(FRAME_MS_CHOICES)})
+
+    @field_validator("frame_ms")
+    @classmethod
+    def _frame(cls, value: int) -> int:
+        if value not in FRAME_MS_CHOICES:
+            raise ValueError(f"frame_ms must be 10 or 20, got {value}")
+        return value
 
 
-def _parse(path: Path, errors: yamlfile.Errors) -> Settings:
-    root = yamlfile.load(path)
-    doc = root.fields(_TOP_KEYS, errors)
-    base = path.parent
-    kw: dict[str, object] = {}
+class SecurityFile(Strict):
+    unknown_sources: Text = Field(DEFAULTS.unknown_sources, json_schema_extra={"enum": ["reject", "drop"]})
+    flood_rate: between(Number, at_least=0.1) = DEFAULTS.flood_rate
+    flood_burst: between(Whole, at_least=1) = DEFAULTS.flood_burst
+    ban_seconds: between(Number, at_least=1) = DEFAULTS.ban_seconds
 
-    def take(fields: yamlfile.Fields, key: str, name: str, read) -> None:  # type: ignore[no-untyped-def]
-        node = fields.get(key)
-        if node is not None:
-            value = errors.attempt(read, node)
-            if value is not None:
-                kw[name] = value
-
-    if (node := doc.get("sip")) is not None:
-        sip = node.fields(_SIP_KEYS, errors)
-        take(sip, "address", "sip_address", yamlfile.Node.as_str)
-        take(sip, "port", "sip_port", lambda n: n.as_int(at_least=1, at_most=65535))
-        take(sip, "public_address", "public_address", lambda n: None if n.is_null else n.as_str())
-        take(sip, "rtp_port_start", "rtp_port_start", lambda n: n.as_int(at_least=1024, at_most=65534))
-        take(sip, "rtp_port_count", "rtp_port_count", lambda n: n.as_int(at_least=2))
-    if (node := doc.get("media")) is not None:
-        media = node.fields(_MEDIA_KEYS, errors)
-        take(media, "frame_ms", "frame_ms", _frame_ms)
-    if (node := doc.get("security")) is not None:
-        sec = node.fields(_SECURITY_KEYS, errors)
-        take(sec, "unknown_sources", "unknown_sources", _unknown_sources)
-        take(sec, "flood_rate", "flood_rate", lambda n: n.as_float(at_least=0.1))
-        take(sec, "flood_burst", "flood_burst", lambda n: n.as_int(at_least=1))
-        take(sec, "ban_seconds", "ban_seconds", lambda n: n.as_float(at_least=1))
-    if (node := doc.get("metrics")) is not None:
-        met = node.fields(_METRICS_KEYS, errors)
-        take(met, "address", "metrics_address", yamlfile.Node.as_str)
-        take(met, "port", "metrics_port", lambda n: n.as_int(at_least=1, at_most=65535))
-    for key in ("dialplans", "codec_profile", "records", "cache_dir"):
-        take(doc, key, key, lambda n: (base / n.as_str()).resolve())
-    take(doc, "operator_uri", "operator_uri", _sip_uri)
-    take(doc, "workers", "workers", lambda n: n.as_int(at_least=1, at_most=64))
-    take(doc, "calls_per_worker", "calls_per_worker", lambda n: n.as_int(at_least=1))
-    take(doc, "drain_timeout", "drain_timeout", lambda n: n.as_float(at_least=0))
-    take(doc, "log_level", "log_level", _log_level)
-    take(doc, "stt", "stt", lambda n: tuple(item.as_str() for item in n.as_list(single=True)))
-    take(doc, "tts", "tts", yamlfile.Node.as_str)
-    take(doc, "llm", "llm", lambda n: _provider_options(n, "llm", base, errors))
-    take(doc, "provider_options", "provider_options", lambda n: {
-        key.as_str(): _provider_options(value, key.as_str(), base, errors)
-        for key, value in _mapping(n).pairs()})
-    if (node := doc.get("trunks")) is not None:
-        trunks = [errors.attempt(_trunk, item, errors, base) for item in node.as_list()]
-        kw["trunks"] = tuple(t for t in trunks if t is not None)
-    return Settings(**kw)  # type: ignore[arg-type]
+    _sources = _one_of("unknown_sources", ("reject", "drop"),
+                       "unknown_sources must be reject (403) or drop (no answer)")
 
 
-def _mapping(node: yamlfile.Node) -> yamlfile.Node:
-    if node.kind != "mapping":
-        raise node.error(f"expected a mapping (key: value), got {node.describe()}")
-    return node
+class MetricsFile(Strict):
+    address: Text = DEFAULTS.metrics_address
+    port: Port = DEFAULTS.metrics_port
+
+
+def _secret_ref(key: str, text: str, base: Path) -> SecretRef:
+    """`*_env: NAME` or `*_file: PATH` (relative to the config file)."""
+    if key.endswith("_file"):
+        return SecretRef(file=(base / text).resolve())
+    if not _ENV_NAME.fullmatch(text):
+        raise Invalid(f"{key} names an environment variable, e.g. {key}: MY_SECRET", key)
+    return SecretRef(env=text)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "secret"
+
+
+def _cidr(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"not an address or CIDR: {text!r}") from None
+    return text
+
+
+class TrunkFile(Strict):
+    """A carrier: `allow` (addresses it sends from) and/or `registrar` (we register to it)."""
+
+    name: Text
+    allow: listed(Text) = []
+    registrar: Text | None = None
+    username: Text | None = None
+    realm: Text | None = None
+    expiry: between(Whole, at_least=10) = 300
+    password_env: Text | None = None
+    password_file: Text | None = None
+    password_ha1_env: Text | None = None
+    password_ha1_file: Text | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, items: list[str]) -> list[str]:
+        for index, text in enumerate(items):
+            try:
+                _cidr(text)
+            except ValueError as exc:
+                raise Invalid(str(exc), index) from None
+        return items
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_written_password(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name = str(data.get("name", ""))
+        var, file = f"{_slug(name).upper()}_PASSWORD", f"/run/secrets/{_slug(name)}_password"
+        for key in ("password", "password_ha1"):
+            if key in data:
+                raise Invalid(f"trunk {name!r}: a password must not be written in gateway.yaml: put it in "
+                              f"an environment variable ({key}_env: {var}) or a secrets file ({key}_file: "
+                              f"{file})", key)
+        sources = [key for key in data if key in _TRUNK_SECRETS]
+        if len(sources) > 1:
+            raise Invalid(f"trunk {name!r}: give one of {', '.join(sources)}, not both", sources[1])
+        return data
+
+    @model_validator(mode="after")
+    def _complete(self, info: ValidationInfo) -> TrunkFile:
+        name = self.name
+        for key, ref in self._secrets((info.context or {}).get("base", Path("."))).items():
+            if (problem := ref.problem()) is not None:
+                raise Invalid(f"{problem} (trunk {name!r} password)", key)
+            if key.startswith("password_ha1") and not _HA1.fullmatch(ref.read()):
+                raise Invalid(f"trunk {name!r}: {ref} is not an HA1 (32 hex digits: the MD5 of "
+                              "username:realm:password)", key)
+        if self.registrar and not self.registrar.startswith(("sip:", "sips:")):
+            raise Invalid("registrar must be a sip: URI", "registrar")
+        if not self.registrar and not self.allow:
+            raise ValueError(f"trunk {name!r} needs allow (addresses) or registrar")
+        if self.registrar:
+            if not self.username:
+                raise ValueError(f"trunk {name!r} registers but has no username")
+            if not any(getattr(self, key) for key in _TRUNK_SECRETS):
+                raise ValueError(f"trunk {name!r} registers but has no password: password_env: "
+                                 f"{_slug(name).upper()}_PASSWORD or password_file: "
+                                 f"/run/secrets/{_slug(name)}_password")
+            if self.realm is None:
+                # pjsua's "*" would answer any challenger with the password's hash.
+                raise ValueError(f"trunk {name!r} registers but has no realm: set realm to the one in "
+                                 "the carrier's 401 challenge (credentials are offered to it alone)")
+            if self.realm == "*":
+                raise Invalid("realm must be the carrier's own, not '*' (any challenger would get the "
+                              "password hash)", "realm")
+        return self
+
+    def _secrets(self, base: Path) -> dict[str, SecretRef]:
+        return {key: _secret_ref(key, text, base) for key in _TRUNK_SECRETS
+                if (text := getattr(self, key)) is not None}
+
+    def trunk(self, base: Path) -> Trunk:
+        refs = self._secrets(base)
+        password = refs.get("password_env") or refs.get("password_file")
+        ha1 = refs.get("password_ha1_env") or refs.get("password_ha1_file")
+        return Trunk(name=self.name, allow=tuple(self.allow), registrar=self.registrar,
+                     username=self.username, password=password, password_ha1=ha1, expiry=self.expiry,
+                     realm=self.realm)
 
 
 # Where each provider's key comes from when the file names none.
@@ -217,37 +277,39 @@ _KEY_ENV = {"deepgram": "set DEEPGRAM_API_KEY in the environment, or name anothe
                    "base_url name its own key"}
 
 
-def _provider_options(node: yamlfile.Node, provider: str, base: Path,
-                      errors: yamlfile.Errors) -> dict:
+def _provider_options(provider: str, options: dict[str, Any], base: Path, *at: str) -> dict[str, Any]:
     """A provider's options as plain values (the provider checks them), with any secret written
     in the file refused and `api_key_env` / `api_key_file` checked for a readable key."""
-    options = _plain(_mapping(node), provider, errors)
-    assert isinstance(options, dict)
-    sources = [(key, value) for key, value in _mapping(node).pairs()
-               if key.text in ("api_key_env", "api_key_file")]
+    for where, key in _keys(options):
+        if forbidden_key(key):
+            raise Invalid(_written_secret(provider, key), *at, *where)
+    sources = [key for key in options if key in ("api_key_env", "api_key_file")]
     if len(sources) > 1:
-        errors.add(sources[1][0].error(f"{provider}: give api_key_env or api_key_file, not both"))
-    for key, value in sources[:1]:
-        ref = _secret_ref(value, key.text, base)
+        raise Invalid(f"{provider}: give api_key_env or api_key_file, not both", *at, sources[1])
+    out = dict(options)
+    for key in sources:
+        if not isinstance(options[key], str) or not options[key].strip():
+            raise Invalid(f"expected text, got {options[key]!r}", *at, key)
+        try:
+            ref = _secret_ref(key, options[key].strip(), base)
+        except Invalid as exc:
+            raise Invalid(str(exc), *at, key) from None
         if (problem := ref.problem()) is not None:
-            errors.add(value.error(f"{problem} ({provider} API key)"))
-        options[key.text] = ref.env or str(ref.file)
-    return options
+            raise Invalid(f"{problem} ({provider} API key)", *at, key)
+        out[key] = ref.env or str(ref.file)
+    return out
 
 
-def _plain(node: yamlfile.Node, provider: str, errors: yamlfile.Errors) -> object:
-    if node.kind == "mapping":
-        out = {}
-        for key, value in node.pairs():
-            name = key.as_str()
-            if forbidden_key(name):
-                errors.add(key.error(_written_secret(provider, name)))
-            else:
-                out[name] = _plain(value, provider, errors)
-        return out
-    if node.kind == "sequence":
-        return [_plain(item, provider, errors) for item in node.as_list()]
-    return node.value
+def _keys(value: Any, where: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every mapping key in a plain value, with its location."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += [((*where, key), key), *_keys(item, (*where, key))]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _keys(item, (*where, index))
+    return found
 
 
 def _written_secret(provider: str, key: str) -> str:
@@ -262,118 +324,109 @@ def _written_secret(provider: str, key: str) -> str:
             f"api_key_env: VARIABLE or api_key_file: /run/secrets/{_slug(provider)}_api_key")
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "secret"
+class GatewayFile(Strict):
+    """gateway.yaml. Paths are relative to the file; secrets are named, never written."""
+
+    sip: SipFile = SipFile()
+    media: MediaFile = MediaFile()
+    metrics: MetricsFile = MetricsFile()
+    security: SecurityFile = SecurityFile()
+    dialplans: Text | None = None
+    codec_profile: Text | None = None
+    records: Text | None = None
+    cache_dir: Text | None = None
+    operator_uri: SipUri = DEFAULTS.operator_uri
+    trunks: list[TrunkFile] | None = None
+    workers: between(Whole, at_least=1, at_most=64) = DEFAULTS.workers
+    calls_per_worker: between(Whole, at_least=1) = DEFAULTS.calls_per_worker
+    drain_timeout: between(Number, at_least=0) = DEFAULTS.drain_timeout
+    log_level: Text = Field(DEFAULTS.log_level, json_schema_extra={"enum": ["debug", "info", "warning", "error"]})
+    stt: listed(Text) = list(DEFAULTS.stt)
+    tts: Text = DEFAULTS.tts
+    llm: dict[str, Any] = {}
+    provider_options: dict[str, dict[str, Any]] = {}
+
+    _level = _one_of("log_level", ("debug", "info", "warning", "error"),
+                     "log_level must be debug, info, warning or error")
+
+    @field_validator("llm")
+    @classmethod
+    def _llm(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _provider_options("llm", options, _base(info))
+
+    @field_validator("provider_options")
+    @classmethod
+    def _providers(cls, providers: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        return {name: _provider_options(name, options, _base(info), name) for name, options in providers.items()}
+
+    def settings(self, base: Path) -> Settings:
+        paths = {key: (base / text).resolve() for key in ("dialplans", "codec_profile", "records", "cache_dir")
+                 if (text := getattr(self, key)) is not None}
+        trunks = {} if self.trunks is None else {"trunks": tuple(t.trunk(base) for t in self.trunks)}
+        sip, sec = self.sip, self.security
+        return Settings(
+            sip_address=sip.address, sip_port=sip.port, public_address=sip.public_address,
+            rtp_port_start=sip.rtp_port_start, rtp_port_count=sip.rtp_port_count,
+            frame_ms=self.media.frame_ms, metrics_address=self.metrics.address, metrics_port=self.metrics.port,
+            unknown_sources=sec.unknown_sources, flood_rate=sec.flood_rate, flood_burst=sec.flood_burst,
+            ban_seconds=sec.ban_seconds, operator_uri=self.operator_uri, workers=self.workers,
+            calls_per_worker=self.calls_per_worker, drain_timeout=self.drain_timeout, log_level=self.log_level,
+            stt=tuple(self.stt), tts=self.tts, llm=self.llm, provider_options=self.provider_options,
+            **paths, **trunks)  # type: ignore[arg-type]
 
 
-def _secret_ref(node: yamlfile.Node, key: str, base: Path) -> SecretRef:
-    """`*_env: NAME` or `*_file: PATH` (relative to the config file)."""
-    text = node.as_str()
-    if key.endswith("_file"):
-        return SecretRef(file=(base / text).resolve())
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        raise node.error(f"{key} names an environment variable, e.g. {key}: MY_SECRET")
-    return SecretRef(env=text)
+def _base(info: ValidationInfo) -> Path:
+    return (info.context or {}).get("base", Path("."))
 
 
-def _sip_uri(node: yamlfile.Node) -> str:
-    text = node.as_str()
-    if not text.startswith(("sip:", "sips:", "tel:")):
-        raise node.error(f"expected a sip: URI, got {text!r}")
-    return text
+def load_settings(path: Path | None) -> Settings:
+    """Read gateway.yaml (or defaults when path is None); raises the first ConfigError."""
+    settings, errors = read_settings(path)
+    if errors:
+        raise errors[0]
+    assert settings is not None
+    return settings
 
 
-def _frame_ms(node: yamlfile.Node) -> int:
-    value = node.as_int()
-    if value not in FRAME_MS_CHOICES:
-        raise node.error(f"frame_ms must be 10 or 20, got {value}")
-    return value
+def read_settings(path: Path | None) -> tuple[Settings | None, list[ConfigError]]:
+    """Settings plus every error found (file:line), environment overrides applied."""
+    settings: Settings | None = Settings()
+    errors: list[ConfigError] = []
+    if path is not None:
+        base = path.parent
+        model, errors = load(path, GatewayFile, context={"base": base})
+        settings = model.settings(base) if model is not None else None
+    if settings is not None and not errors:
+        errors = _validate(settings, str(path or "defaults"))
+    worker = os.environ.get("GATEWAY_WORKER")
+    if settings is not None and worker:
+        settings = _worker_overrides(settings, json.loads(worker))
+    operator = os.environ.get("GATEWAY_OPERATOR_URI")
+    if settings is not None and operator:
+        settings = replace(settings, operator_uri=operator)
+    return (None if errors else settings), errors
 
 
-def _unknown_sources(node: yamlfile.Node) -> str:
-    text = node.as_str().lower()
-    if text not in ("reject", "drop"):
-        raise node.error("unknown_sources must be reject (403) or drop (no answer)")
-    return text
+def _worker_overrides(settings: Settings, data: dict[str, object]) -> Settings:
+    paths = {"ready_file", "heartbeat_file", "records"}
+    tuples = {"trusted"}
+    changes = {k: Path(v) if k in paths else tuple(v) if k in tuples else v  # type: ignore[arg-type]
+               for k, v in data.items()}
+    return replace(settings, **changes)  # type: ignore[arg-type]
 
 
-def _log_level(node: yamlfile.Node) -> str:
-    text = node.as_str().lower()
-    if text not in ("debug", "info", "warning", "error"):
-        raise node.error("log_level must be debug, info, warning or error")
-    return text
-
-
-def _trunk(node: yamlfile.Node, errors: yamlfile.Errors, base: Path) -> Trunk:
-    doc = node.fields(_TRUNK_KEYS, errors)
-    name = doc.require("name").as_str()
-    allow: list[str] = []
-    if (items := doc.get("allow")) is not None:
-        for item in items.as_list(single=True):
-            text = item.as_str()
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise item.error(f"not an address or CIDR: {text!r}") from None
-            allow.append(text)
-    kw: dict[str, object] = {"name": name, "allow": tuple(allow)}
-    for key in ("registrar", "username", "realm"):
-        if (value := doc.get(key)) is not None:
-            kw[key] = value.as_str()
-    if (value := doc.get("expiry")) is not None:
-        kw["expiry"] = value.as_int(at_least=10)
-    var, file = f"{_slug(name).upper()}_PASSWORD", f"/run/secrets/{_slug(name)}_password"
-    for key in ("password", "password_ha1"):
-        if key in doc:
-            errors.add(doc.key_error(key, (
-                f"trunk {name!r}: a password must not be written in gateway.yaml: put it in an "
-                f"environment variable ({key}_env: {var}) or a secrets file ({key}_file: {file})")))
-    sources = doc.present(*_TRUNK_SECRETS)
-    if len(sources) > 1:
-        raise doc.key_error(sources[1], f"trunk {name!r}: give one of {', '.join(sources)}, not both")
-    for key in sources:
-        value = doc.values[key]
-        ref = _secret_ref(value, key, base)
-        if (problem := ref.problem()) is not None:
-            raise value.error(f"{problem} (trunk {name!r} password)")
-        if key.startswith("password_ha1") and not _HA1.fullmatch(ref.read()):
-            raise value.error(f"trunk {name!r}: {ref} is not an HA1 (32 hex digits: the MD5 of "
-                              "username:realm:password)")
-        kw["password_ha1" if key.startswith("password_ha1") else "password"] = ref
-    trunk = Trunk(**kw)  # type: ignore[arg-type]
-    if trunk.registrar and not trunk.registrar.startswith(("sip:", "sips:")):
-        raise doc.require("registrar").error("registrar must be a sip: URI")
-    if not trunk.registrar and not trunk.allow:
-        raise node.error(f"trunk {name!r} needs allow (addresses) or registrar")
-    if trunk.registrar:
-        if not trunk.username:
-            raise node.error(f"trunk {name!r} registers but has no username")
-        if trunk.password is None and trunk.password_ha1 is None:
-            raise node.error(f"trunk {name!r} registers but has no password: "
-                             f"password_env: {var} or password_file: {file}")
-        if trunk.realm is None:
-            # pjsua's "*" would answer any challenger with the password's hash.
-            raise node.error(f"trunk {name!r} registers but has no realm: set realm to the one in "
-                             "the carrier's 401 challenge (credentials are offered to it alone)")
-        if trunk.realm == "*":
-            raise doc.require("realm").error(
-                "realm must be the carrier's own, not '*' (any challenger would get the password hash)")
-    return trunk
-
-
-_HA1 = re.compile(r"[0-9a-fA-F]{32}")
-
-
-def _validate(s: Settings, where: str) -> None:
+def _validate(s: Settings, where: str) -> list[ConfigError]:
+    """Checks across settings, and the codec profile they name."""
     # Each call needs an RTP and an RTCP port; pjsua steps through the range two at a time.
     needed = 2 * s.workers * s.calls_per_worker
     if s.rtp_port_count < needed:
-        raise ConfigError(
+        return [ConfigError(
             where, 0,
             f"rtp_port_count {s.rtp_port_count} is too small for {s.workers} workers x "
             f"{s.calls_per_worker} calls (needs at least {needed})",
-        )
+        )]
     if s.rtp_port_start + s.rtp_port_count > 65536:
-        raise ConfigError(where, 0, "RTP port range runs past 65535")
+        return [ConfigError(where, 0, "RTP port range runs past 65535")]
     if not s.codec_profile.exists():
-        raise ConfigError(where, 0, f"codec profile not found: {s.codec_profile}")
+        return [ConfigError(where, 0, f"codec profile not found: {s.codec_profile}")]
+    return read_codec_profile(s.codec_profile)[1]
