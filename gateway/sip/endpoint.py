@@ -17,8 +17,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import pjsua2 as pj
-import yaml
 
+from gateway.config.codecs import load_codec_profile
 from gateway.config.settings import Settings
 from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
@@ -237,9 +237,8 @@ class SipEndpoint:
         self._tcp_caps = TcpCaps(pjutil.transport_port(ep, ids[pj.PJSIP_TRANSPORT_TCP]),
                                  allowed=self.policy.trusted_host, shut_out=shut_out)
         ep.audDevManager().setNullDev()
-        profile = yaml.safe_load(self.settings.codec_profile.read_text()) or {}
-        enabled = pjutil.set_codec_priorities(ep, [str(c) for c in profile.get("codecs", [])],
-                                              frame_ms=s.frame_ms)
+        codecs = load_codec_profile(self.settings.codec_profile)
+        enabled = pjutil.set_codec_priorities(ep, codecs, frame_ms=s.frame_ms)
         log.info("codecs: %s; %d ms frames", ", ".join(enabled), s.frame_ms)
         local = _Account(self)
         acfg = pj.AccountConfig()
