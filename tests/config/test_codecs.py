@@ -1,0 +1,51 @@
+"""Codec profiles: a closed set of codec names; a misspelt one is an error at its line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.config.codecs import CODECS, load_codec_profile, read_codec_profile
+from gateway.config.settings import DEFAULT_CODECS, read_settings
+
+
+def test_shipped_profile_names_known_codecs() -> None:
+    codecs = load_codec_profile(DEFAULT_CODECS)
+    assert codecs == ("PCMU/8000", "PCMA/8000", "G722/16000")
+    assert set(codecs) <= set(CODECS)
+
+
+def test_a_misspelt_codec_is_an_error_at_its_line_with_a_hint(tmp_path: Path) -> None:
+    profile = tmp_path / "codecs.yaml"
+    profile.write_text("# offer order\ncodecs:\n  - PCMU/8000\n  - PCMA/800\n")
+    codecs, errors = read_codec_profile(profile)
+    assert codecs is None
+    assert [str(e).split(" (")[0] for e in errors] == [f"{profile}:4: unknown codec 'PCMA/800'"]
+    assert "did you mean 'PCMA/8000'?" in errors[0].message
+
+
+def test_profile_mistakes(tmp_path: Path) -> None:
+    profile = tmp_path / "codecs.yaml"
+    for text, line, message in [
+        ("codecs: []\n", 1, "must not be an empty list"),
+        ("codecs:\n  - PCMU/8000\n  - pcmu/8000\n", 3, "codec 'PCMU/8000' is listed twice"),
+        ("codec: [PCMU/8000]\n", 1, "did you mean 'codecs'?"),
+        ("", 1, "file is empty"),
+    ]:
+        profile.write_text(text)
+        errors = read_codec_profile(profile)[1]
+        assert any(e.line == line and message in e.message for e in errors), (text, errors)
+    profile.write_text("codecs: [g722/16000, PCMU/8000]\n")
+    assert load_codec_profile(profile) == ("G722/16000", "PCMU/8000")  # any case, as pjmedia matches
+
+
+def test_gateway_check_reads_the_profile_the_config_names(tmp_path: Path) -> None:
+    (tmp_path / "codecs.yaml").write_text("codecs:\n  - PCMU/8000\n  - G729/8000\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text("codec_profile: codecs.yaml\n")
+    assert [e.line for e in read_settings(config)[1]] == [3]
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{tmp_path / 'codecs.yaml'}:3: unknown codec 'G729/8000'" in done.stderr
