@@ -20,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from gateway.ops.front import Destination, FrontError, ScreeningStats
+from gateway.ops.front import FrontError
+from gateway.ops.kamcmd import Destination, ScreeningStats
 
 _SCRAPE_TIMEOUT = 2.0
 _MAX_AGE = 1.0  # seconds a merged page is served from the cache

@@ -6,8 +6,9 @@
   `docker compose config -q` when that CLI plugin exists;
 - the gateway configs and the dialplan ConfigMap through the gateway's own loaders;
 - the Grafana dashboard queries only metrics the gateway exports;
-- the Kamailio front: `kamailio -c`, then a live run against two fake SIP nodes (dispatch,
-  failover, 503 when no node is left, 403 for unknown sources, in-dialog routing).
+- the Kamailio front: rendered from the front's template, `kamailio -c`, then a live run against
+  two fake SIP nodes (dispatch, failover, 503 when no node is left, 403 for unknown sources,
+  in-dialog routing).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from gateway.ops.front import configmap_with
+from gateway.ops.kamailio_config import render_deploy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -396,6 +400,18 @@ def test_dashboard_queries_known_metrics_only() -> None:
 
 
 # ---------------------------------------------------------------- Kamailio front
+
+def test_kamailio_cfg_is_the_front_template_rendered_for_the_deploy() -> None:
+    """deploy/kamailio/kamailio.cfg (and its copy in the front's ConfigMap) is written by
+    `python -m gateway.ops.front --render-deploy`: one template for both fronts."""
+    rendered = render_deploy_config()
+    assert KAMAILIO_CFG.read_text() == rendered, (
+        "deploy/kamailio/kamailio.cfg is not the rendered template: "
+        "run python -m gateway.ops.front --render-deploy"
+    )
+    manifest = (K8S / "front.yaml").read_text()
+    assert configmap_with(manifest, rendered) == manifest
+
 
 kamailio_required = pytest.mark.skipif(
     shutil.which("kamailio") is None, reason="kamailio not installed"
