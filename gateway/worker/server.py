@@ -28,7 +28,7 @@ from gateway.media.audio import load_wav
 from gateway.speech.prompts import PromptRenderer
 from gateway.speech.vendors.local import PiperTTS, WhisperSTT
 from gateway.speech.engines import Engines
-from gateway.worker.session import CallSession
+from gateway.worker.session import CallSession, count_failover
 from gateway.worker.records import CallJournal, CallRecords
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
@@ -46,7 +46,7 @@ class Worker:
         self.prompts = PromptRenderer(settings.cache_dir / "prompts")
         self._voice = PiperTTS(self.prompts)
         self._stt = WhisperSTT()
-        self._engines = Engines.from_settings(settings, self._voice, self._stt)
+        self._engines = Engines.from_settings(settings, self._voice, self._stt, on_failover=count_failover)
         self.calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tts = ThreadPoolExecutor(1, thread_name_prefix="tts")
@@ -263,8 +263,8 @@ class Worker:
         if script.barge_in_min_ms is not None:
             turn_config = replace(turn_config, barge_in_min_ms=script.barge_in_min_ms)
         engines = self._engines
-        session = CallSession(call, list(engines.stt), engines.tts, engines.fallback_tts,
-                              turn_config, self._clip, keyterms=script.vocabulary)
+        session = CallSession(call, engines.stt, engines.tts, turn_config, self._clip,
+                              keyterms=script.vocabulary)
         await session.start()
         runner = ScriptRunner(script, session, self.settings.operator_uri,
                               {"caller": call.incoming.caller, "called": call.incoming.dialled},

@@ -3,7 +3,8 @@
 
 Everything runs on the asyncio loop; inbound frames arrive from pjmedia's clock thread through
 `call_soon_threadsafe`. The script runner (gateway/worker/runner.py) asks for `say()` and
-`next_answer()`; this module owns timing.
+`next_answer()`; this module owns timing. It holds one recogniser and one voice: fallback
+between providers happens inside them (gateway/speech/fallback.py), not here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.errors import ProviderError
 from gateway.speech.frames import TranscriptEvent
 from gateway.media.vad import Vad
 from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
+from gateway.speech.fallback import Failover
 
 log = logging.getLogger("gateway.worker.session")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -52,14 +54,18 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
+def count_failover(failover: Failover) -> None:
+    """What a provider handing over to the next costs in metrics (the fallback adapters' listener)."""
+    metrics.provider_error(failover.failed)
+    metrics.fallback("provider_error")
+
+
 class CallSession:
-    def __init__(self, call: Call, stt: Sequence[SpeechToText], tts: TextToSpeech,
-                 fallback_tts: TextToSpeech | None, turn_config: tt.TurnConfig,
+    def __init__(self, call: Call, stt: SpeechToText, tts: TextToSpeech, turn_config: tt.TurnConfig,
                  load_clip: Callable[[Path], Awaitable[bytes]], keyterms: Sequence[str] = ()) -> None:
         self.call = call
-        self._stt_chain = list(stt)
+        self._stt = stt
         self._tts = tts
-        self._fallback_tts = fallback_tts
         self._load_clip = load_clip
         self._keyterms = keyterms
         self.turns = tt.TurnDetector(turn_config)
@@ -74,7 +80,8 @@ class CallSession:
         self._final_arrived = asyncio.Event()
         self._answer_arrived = asyncio.Event()
         self._stream: SttStream | None = None
-        self._stream_frames = 0  # audio time of the current recogniser stream, in frames
+        self._recognising: asyncio.Task[None] | None = None
+        self._stream_frames = 0  # audio time of the recogniser stream, in frames
         self._speaking: asyncio.Task[bool] | None = None
         self._agent_audio = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,7 +94,8 @@ class CallSession:
     # ---- lifecycle ----
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._open_stream()
+        self._stream = self._stt.stream(keyterms=self._keyterms)
+        self._recognising = asyncio.create_task(self._recognise(self._stream), name=f"recognise-{self.call.key}")
         await self.call.listen(lambda pcm: loop.call_soon_threadsafe(self._queue_frame, pcm))
         self._tasks = [asyncio.create_task(self._hear(), name=f"hear-{self.call.key}")]
 
@@ -105,12 +113,10 @@ class CallSession:
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 await self._stream.aclose()
-
-    def _open_stream(self) -> None:
-        provider = self._stt_chain[0]
-        self._stream = provider.stream(keyterms=self._keyterms)
-        self._stream_frames = 0
-        self._tasks.append(asyncio.create_task(self._recognise(self._stream, provider.name)))
+        if self._recognising is not None:
+            # Closing lets the recogniser flush its last words; they still go in the transcript.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recognising
 
     # ---- hearing ----
     async def _hear(self) -> None:
@@ -130,7 +136,7 @@ class CallSession:
                 self._stream.push_audio(frame)
                 self._stream_frames += 1
 
-    async def _recognise(self, stream: SttStream, name: str) -> None:
+    async def _recognise(self, stream: SttStream) -> None:
         try:
             async for event in stream.events():
                 if not event.is_final:
@@ -146,16 +152,10 @@ class CallSession:
                                             "at": round(time.time(), 3)})
                 self._act(self.turns.on_transcript(event.text, True, event.speech_final,
                                                    asyncio.get_running_loop().time()))
-        except ProviderError as exc:
-            metrics.provider_error(name)
-            log.warning("call %s: recogniser %s failed: %s", self.call.key, name, exc)
-            self._stt_chain.pop(0)
-            if self._stt_chain:
-                metrics.fallback("provider_error")
-                log.info("call %s: switching to %s", self.call.key, self._stt_chain[0].name)
-                self._open_stream()
-            else:
-                self._stream = None
+        except ProviderError as exc:  # the last configured recogniser failed: no more words
+            metrics.provider_error(exc.provider)
+            log.warning("call %s: recogniser %s failed: %s", self.call.key, exc.provider, exc)
+            self._stream = None
 
     def _act(self, actions: list[tt.TurnAction]) -> None:
         for action in actions:
@@ -267,21 +267,21 @@ class CallSession:
             self._act(self.turns.agent_speaking(False, loop.time()))
 
     async def _speak_sentence(self, sentence: str) -> None:
-        engines = [self._tts] + ([self._fallback_tts] if self._fallback_tts else [])
-        for engine in engines:
-            try:
-                started, first = asyncio.get_running_loop().time(), True
-                async for chunk in engine.synthesize(sentence):
+        loop = asyncio.get_running_loop()
+        started, first = loop.time(), True
+        chunks = self._tts.synthesize(sentence)
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
                     if first:
-                        metrics.stage_latency("tts_first_audio", asyncio.get_running_loop().time() - started)
+                        metrics.stage_latency("tts_first_audio", loop.time() - started)
                         first = False
                     self._write(chunk)
-                return
-            except ProviderError as exc:
-                metrics.provider_error(engine.name)
-                metrics.fallback("provider_error")
-                log.warning("call %s: TTS %s failed: %s", self.call.key, engine.name, exc)
-        log.error("call %s: no voice could say %r", self.call.key, sentence)
+        except ProviderError as exc:  # the last configured voice failed
+            metrics.provider_error(exc.provider)
+            metrics.fallback("provider_error")
+            log.warning("call %s: TTS %s failed: %s", self.call.key, exc.provider, exc)
+            log.error("call %s: no voice could say %r", self.call.key, sentence)
 
     def _write(self, pcm: bytes) -> None:
         if self._pending_turn_end is not None and pcm:

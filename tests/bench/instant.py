@@ -7,7 +7,6 @@ text. InstantTTS: a 1 s tone at once. Selected by name in gateway.yaml:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from gateway.speech.frames import TranscriptEvent
@@ -18,29 +17,23 @@ from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
 
 class _InstantStream(SttStream):
     def __init__(self, text: str) -> None:
+        super().__init__()
         self._text = text
         self._segmenter = Segmenter(hangover=0.1)
-        self._buf = bytearray()  # the call's frames (10 or 20 ms) re-cut to the Segmenter's
-        self._events: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
 
-    def push_audio(self, pcm: bytes) -> None:
-        self._buf += pcm
-        n = len(self._buf) - len(self._buf) % FRAME_BYTES
-        for i in range(0, n, FRAME_BYTES):
-            segment = self._segmenter.push(bytes(self._buf[i:i + FRAME_BYTES]))
-            if segment is not None:
-                # Not speech_final: the turn then ends by the gateway's own endpointing
-                # (end_of_turn_ms of silence), which the benchmark subtracts.
-                self._events.put_nowait(TranscriptEvent(self._text, True, 1.0, segment.start,
-                                                        segment.end, speech_final=False))
-        del self._buf[:n]
-
-    async def events(self) -> AsyncIterator[TranscriptEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
-
-    async def aclose(self) -> None:
-        self._events.put_nowait(None)
+    async def _run(self) -> None:
+        buf = bytearray()  # the call's frames (10 or 20 ms) re-cut to the Segmenter's
+        while (pcm := await self._read_audio()) is not None:
+            buf += pcm
+            n = len(buf) - len(buf) % FRAME_BYTES
+            for i in range(0, n, FRAME_BYTES):
+                segment = self._segmenter.push(bytes(buf[i:i + FRAME_BYTES]))
+                if segment is not None:
+                    # Not speech_final: the turn then ends by the gateway's own endpointing
+                    # (end_of_turn_ms of silence), which the benchmark subtracts.
+                    self._emit(TranscriptEvent(self._text, True, 1.0, segment.start, segment.end,
+                                               speech_final=False))
+            del buf[:n]
 
 
 class InstantSTT(SpeechToText):

@@ -8,35 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import threading
-import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+
+from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram.core.api_error import ApiError
+from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
 
 from gateway.errors import ProviderError
+from gateway.speech import mulaw
+from gateway.speech.base import SpeechToText, SttStream, run_until
 from gateway.speech.frames import TranscriptEvent
-from gateway.speech.base import SpeechToText, SttStream
-from gateway.config.secrets import mask
-
-with warnings.catch_warnings():  # stdlib audioop is deprecated (not removed) on 3.11/3.12
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-try:
-    from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
-    from deepgram.core.api_error import ApiError
-    from deepgram.listen.v1.types import ListenV1Error, ListenV1Results, ListenV1UtteranceEnd
-except ImportError as exc:  # pragma: no cover - exercised through the registry
-    raise ImportError("Deepgram needs the cloud extra: pip install 'gateway[cloud]'", name=exc.name) from exc
-
+from gateway.speech.keys import own_host, vendor_key
 
 PROVIDER = "deepgram"
 KEEPALIVE_SECONDS = 5.0   # Deepgram closes a socket after ~10 s without audio or KeepAlive
-PLACEHOLDER_KEY = "unused"  # the SDK insists on a key; a self-hosted server ignores it
 MAX_QUEUED_FRAMES = 500   # 10 s of 20 ms frames; beyond that the oldest audio is stale anyway
-_CLOSE = object()         # sender sentinel: send CloseStream and stop
 
 
 class DeepgramSTT(SpeechToText):
@@ -57,19 +44,10 @@ class DeepgramSTT(SpeechToText):
         connect_timeout: float = 5.0,
         close_timeout: float = 3.0,
     ) -> None:
-        if api_key:  # the key named in the options (api_key_env / api_key_file)
-            key = api_key
-        elif _deepgram_host(url):
-            key = os.environ.get("DEEPGRAM_API_KEY", "")
-            if not key:
-                raise ProviderError(PROVIDER,
-                                    "no API key: set DEEPGRAM_API_KEY (or api_key_env / api_key_file)")
-        else:
-            # DEEPGRAM_API_KEY is for Deepgram's own hosts; another url (a self-hosted server)
-            # gets a key only when one is named for it.
-            key = PLACEHOLDER_KEY
-        if key != PLACEHOLDER_KEY:
-            mask(key)  # the websocket client logs its handshake headers at DEBUG
+        # DEEPGRAM_API_KEY is for Deepgram's own hosts; another url (a self-hosted server) gets a
+        # key only when one is named for it.
+        key = vendor_key(PROVIDER, api_key, env="DEEPGRAM_API_KEY", missing="or api_key_env / api_key_file",
+                         own=own_host(url, "deepgram.com", ("wss", "https"), subdomains=True))
         self.model = model
         self.endpointing_ms = endpointing_ms
         self.utterance_end_ms = utterance_end_ms
@@ -110,132 +88,35 @@ class DeepgramSTT(SpeechToText):
         return opts
 
 
-def _deepgram_host(url: str | None) -> bool:
-    """Deepgram's own service over TLS: the only place DEEPGRAM_API_KEY is sent."""
-    if not url:
-        return True
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return parts.scheme in ("wss", "https") and (host == "deepgram.com" or host.endswith(".deepgram.com"))
-
-
 class DeepgramStream(SttStream):
-    """One websocket per call. Audio is queued synchronously and sent by a task."""
+    """One websocket per call: a task sends the audio (and keep-alives), another reads results."""
+
+    name = PROVIDER
+    max_queued_chunks = MAX_QUEUED_FRAMES
 
     def __init__(self, provider: DeepgramSTT, *, language: str, keyterms: tuple[str, ...]) -> None:
+        super().__init__()
         self._provider = provider
         self._options = provider.connect_options(language, keyterms)
-        self._audio: asyncio.Queue[Any] = asyncio.Queue(MAX_QUEUED_FRAMES)
-        self._events: asyncio.Queue[TranscriptEvent | BaseException | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        with contextlib.suppress(RuntimeError):  # created inside the loop: bind to it now
-            self._bind(asyncio.get_running_loop())
-        self._closing = False
-        self._closed = False
+        # Let Deepgram flush its last finals after CloseStream, but never hang a hangup on it.
+        self.close_timeout = provider.close_timeout
         self._last_word_end = 0.0
         self._turn_open = False  # words heard since the last speech_final
-
-    # -- public -----------------------------------------------------------------------------
-
-    def push_audio(self, pcm: bytes) -> None:
-        if self._closing or not pcm:
-            return
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
-            # A media thread: hand over to the loop rather than touch asyncio objects here.
-            self._loop.call_soon_threadsafe(self.push_audio, pcm)
-            return
-        self._ensure_started()
-        self._enqueue(pcm)
-
-    async def events(self) -> AsyncIterator[TranscriptEvent]:
-        self._ensure_started()
-        while True:
-            item = await self._events.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._task is None:
-            self._events.put_nowait(None)
-            return
-        if not self._closing:
-            self._closing = True
-            self._put_audio(_CLOSE)
-        # Let Deepgram flush its last finals after CloseStream, but never hang a hangup on it.
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self._provider.close_timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if not self._task.done():
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._events.put_nowait(None)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._loop_thread = threading.get_ident()
-
-    def _ensure_started(self) -> None:
-        if self._task is None:
-            if self._loop is None:
-                self._bind(asyncio.get_running_loop())
-            assert self._loop is not None
-            self._task = self._loop.create_task(self._run(), name="deepgram-stt")
-
-    def _enqueue(self, pcm: bytes) -> None:
-        if not self._closing:
-            self._put_audio(audioop.lin2ulaw(pcm, 2))
-
-    def _put_audio(self, item: Any) -> None:
-        if self._audio.full():  # a stalled socket: drop the oldest audio, keep the newest
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._audio.get_nowait()
-        self._audio.put_nowait(item)
 
     async def _run(self) -> None:
         try:
             await self._session()
-        except ProviderError as exc:
-            self._events.put_nowait(exc)
-        except asyncio.CancelledError:
-            raise
         except ApiError as exc:
             status = getattr(exc, "status_code", None)
             retryable = status not in (400, 401, 403)
-            self._events.put_nowait(ProviderError(PROVIDER, f"connect failed ({status}): {exc.body}", retryable))
-        except Exception as exc:  # noqa: BLE001 - any socket trouble ends this stream
-            self._events.put_nowait(ProviderError(PROVIDER, f"{type(exc).__name__}: {exc}", retryable=True))
-        else:
-            self._events.put_nowait(None)
+            raise ProviderError(PROVIDER, f"connect failed ({status}): {exc.body}", retryable) from exc
 
     async def _session(self) -> None:
         connect = self._provider._client.listen.v1.connect(**self._options)
         sock = await asyncio.wait_for(connect.__aenter__(), self._provider.connect_timeout)
-        sender = asyncio.create_task(self._send_loop(sock), name="deepgram-send")
-        receiver = asyncio.create_task(self._receive(sock), name="deepgram-receive")
         try:
-            pending: set[asyncio.Task[None]] = {sender, receiver}
-            while receiver in pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if sender in done and sender.exception() is not None:
-                    raise sender.exception()  # type: ignore[misc]  # a failed send ends the stream too
-            await receiver
+            await run_until(self._receive(sock), self._send(sock))  # a failed send ends it too
         finally:
-            for task in (sender, receiver):
-                task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await connect.__aexit__(None, None, None)
 
@@ -243,21 +124,21 @@ class DeepgramStream(SttStream):
         async for message in sock:
             event = self._to_event(message)
             if event is not None:
-                self._events.put_nowait(event)
-        if not self._closing:  # the server hung up without being asked to
+                self._emit(event)
+        if not self._input_ended:  # the server hung up without being asked to
             raise ProviderError(PROVIDER, "socket closed by the server", retryable=True)
 
-    async def _send_loop(self, sock: Any) -> None:
+    async def _send(self, sock: Any) -> None:
         while True:
             try:
-                item = await asyncio.wait_for(self._audio.get(), KEEPALIVE_SECONDS)
+                pcm = await asyncio.wait_for(self._read_audio(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 await sock.send_keep_alive()
                 continue
-            if item is _CLOSE:
+            if pcm is None:
                 await sock.send_close_stream()
                 return
-            await sock.send_media(item)
+            await sock.send_media(mulaw.encode(pcm))
 
     def _to_event(self, message: Any) -> TranscriptEvent | None:
         if isinstance(message, ListenV1Results):

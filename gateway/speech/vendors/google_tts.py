@@ -11,28 +11,21 @@ import asyncio
 import json
 import os
 import struct
-import warnings
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import google.auth.exceptions
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud import texttospeech_v1 as tts
+from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcAsyncIOTransport
+from google.oauth2 import credentials as user_credentials
+from google.oauth2 import service_account
+
 from gateway.errors import ProviderError
+from gateway.speech import mulaw
 from gateway.speech.base import TextToSpeech
-
-with warnings.catch_warnings():  # stdlib audioop is deprecated (not removed) on 3.11/3.12
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-try:
-    import google.auth.exceptions
-    import grpc
-    from google.api_core import exceptions as gexc
-    from google.cloud import texttospeech_v1 as tts
-    from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcAsyncIOTransport
-    from google.oauth2 import credentials as user_credentials
-    from google.oauth2 import service_account
-except ImportError as exc:  # pragma: no cover - exercised through the registry
-    raise ImportError("Google TTS needs the cloud extra: pip install 'gateway[cloud]'", name=exc.name) from exc
 
 PROVIDER = "google"
 SAMPLE_RATE = 8000
@@ -191,7 +184,7 @@ class _MulawDecoder:
                 if start is None:
                     return b""
                 self._in_body, chunk, self._head = True, self._head[start:], b""
-        return audioop.ulaw2lin(chunk, 2)
+        return mulaw.decode(chunk)
 
 
 def _wav_data_offset(buf: bytes) -> int | None:

@@ -25,7 +25,7 @@ from gateway.speech.frames import TranscriptEvent
 from gateway.media.audio import SAMPLE_RATE
 from gateway.speech.prompts import PromptRenderer
 from gateway.media.vad import FRAME_BYTES, Segment, Segmenter, Vad
-from gateway.speech.base import SpeechToText, SttStream, TextToSpeech
+from gateway.speech.base import SpeechToText, SttStream, TextToSpeech, run_until
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -107,38 +107,26 @@ def _confidence(segments: Sequence[Any]) -> float:
     return max(0.0, min(1.0, total / weight)) if weight else 0.0
 
 
+@dataclass(kw_only=True, eq=False)
 class WhisperSTT(SpeechToText):
     """faster-whisper tiny.en on CPU (int8). Not a streaming model: each stream cuts the
     call audio into utterances with webrtcvad and transcribes each one when it ends."""
 
     name = "whisper"
 
-    def __init__(
-        self,
-        *,
-        threads: int = 2,
-        aggressiveness: int = 2,
-        preroll: float = 0.2,
-        hangover: float = 0.36,
-        max_segment: float = 20.0,
-        min_speech: float = 0.2,
-        interim_interval: float | None = None,
-        keyterms_as_prompt: bool = False,
-        beam_size: int = 1,
-    ) -> None:
-        # interim_interval is off by default: one tiny.en pass costs ~0.5-1 s here (the
-        # encoder always runs a 30 s window), so interims would delay the finals.
-        # keyterms_as_prompt is off by default: biasing tiny.en made it repeat words, and
-        # the prompt tends to leak into transcripts of noise.
-        self.threads = threads
-        self.aggressiveness = aggressiveness
-        self.preroll = preroll
-        self.hangover = hangover
-        self.max_segment = max_segment
-        self.min_speech = min_speech
-        self.interim_interval = interim_interval
-        self.keyterms_as_prompt = keyterms_as_prompt
-        self.beam_size = beam_size
+    threads: int = 2
+    aggressiveness: int = 2
+    preroll: float = 0.2
+    hangover: float = 0.36
+    max_segment: float = 20.0
+    min_speech: float = 0.2
+    # Off by default: one tiny.en pass costs ~0.5-1 s here (the encoder always runs a 30 s
+    # window), so interims would delay the finals.
+    interim_interval: float | None = None
+    # Off by default: biasing tiny.en made it repeat words, and the prompt tends to leak into
+    # transcripts of noise.
+    keyterms_as_prompt: bool = False
+    beam_size: int = 1
 
     @property
     def load_seconds(self) -> float | None:
@@ -203,76 +191,42 @@ class _Job:
 
 
 class WhisperStream(SttStream):
-    """One call's recognition stream. push_audio() runs VAD inline on the event loop's
-    thread (µs per frame); transcription happens in the shared whisper thread."""
+    """One call's recognition stream: VAD cuts the audio as it comes (µs per frame, on the
+    loop), while the utterances it cut are transcribed in the shared whisper thread."""
+
+    name = "whisper"
 
     def __init__(self, stt: WhisperSTT, segmenter: Segmenter, prompt: str | None) -> None:
+        super().__init__()
         self._stt = stt
         self._seg = segmenter
         self._prompt = prompt
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self._buf = bytearray()  # a partial frame left over from the last push
+        self._buf = bytearray()  # a partial frame left over from the last chunk
         self._finals = 0
         self._last_interim = 0.0
         self._interim_pending = False
-        self._input_ended = False
-        self._closed = False
-        self._consumed = False
         self.last_transcription: Transcription | None = None  # for latency metrics
 
-    def push_audio(self, pcm: bytes) -> None:
-        """Queue caller audio; call it from the event loop's thread."""
-        if self._input_ended:
-            return
-        self._buf += pcm
-        n = len(self._buf) - len(self._buf) % FRAME_BYTES
-        for i in range(0, n, FRAME_BYTES):
-            segment = self._seg.push(bytes(self._buf[i : i + FRAME_BYTES]))
-            if segment is not None:
-                self._queue_final(segment)
-            elif self._interim_due():
-                self._queue_interim()
-        del self._buf[:n]
+    async def _run(self) -> None:
+        # Transcription carries on while the next utterance is being cut.
+        await run_until(self._transcribe_jobs(), self._cut())
 
-    def end_input(self) -> None:
-        """No more audio: transcribe what is in progress, then let events() finish."""
-        if self._input_ended:
-            return
-        self._input_ended = True
-        segment = self._seg.flush()
+    async def _cut(self) -> None:
+        while (pcm := await self._read_audio()) is not None:
+            self._buf += pcm
+            n = len(self._buf) - len(self._buf) % FRAME_BYTES
+            for i in range(0, n, FRAME_BYTES):
+                segment = self._seg.push(bytes(self._buf[i : i + FRAME_BYTES]))
+                if segment is not None:
+                    self._queue_final(segment)
+                elif self._interim_due():
+                    self._queue_interim()
+            del self._buf[:n]
+        segment = self._seg.flush()  # the input ended: transcribe what is in progress
         if segment is not None:
             self._queue_final(segment)
         self._jobs.put_nowait(None)  # end of jobs
-
-    async def aclose(self) -> None:
-        """Stop now: pending utterances are dropped and events() ends."""
-        if self._closed:
-            return
-        self._closed = self._input_ended = True
-        while not self._jobs.empty():
-            self._jobs.get_nowait()
-        self._jobs.put_nowait(None)  # end of jobs
-
-    async def events(self) -> AsyncIterator[TranscriptEvent]:
-        if self._consumed:
-            raise RuntimeError("events() can be iterated only once per stream")
-        self._consumed = True
-        out: asyncio.Queue[TranscriptEvent | BaseException | None] = asyncio.Queue()
-        # A separate worker so transcription carries on while the consumer handles an event.
-        worker = asyncio.create_task(self._work(out), name="whisper-stream")
-        try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-
-    # -- internals -------------------------------------------------------------
 
     def _queue_final(self, segment: Segment) -> None:
         self._finals += 1
@@ -296,40 +250,20 @@ class WhisperStream(SttStream):
             _Job(self._seg.snapshot(), self._seg.start, self._seg.now, False, False, self._finals)
         )
 
-    async def _work(self, out: asyncio.Queue[TranscriptEvent | BaseException | None]) -> None:
-        try:
-            while True:
-                job = await self._jobs.get()
-                if job is None:
-                    break
-                if not job.final and job.ordinal != self._finals:
-                    continue  # its segment has ended; the final supersedes it
-                result = await self._run(job.pcm)
-                self.last_transcription = result
-                if not job.final:
-                    self._interim_pending = False
-                if self._closed:
-                    break
-                if not result.text or (not job.final and job.ordinal != self._finals):
-                    continue  # not speech, or an interim overtaken by its final
-                out.put_nowait(
-                    TranscriptEvent(
-                        text=result.text,
-                        is_final=job.final,
-                        confidence=result.confidence,
-                        start=job.start,
-                        end=job.end,
-                        speech_final=job.speech_final,
-                    )
-                )
-        except ProviderError as exc:
-            out.put_nowait(exc)
-        except Exception as exc:  # noqa: BLE001 - surfaced to the consumer, not lost
-            log.exception("whisper stream worker failed")
-            out.put_nowait(ProviderError(self._stt.name, str(exc) or type(exc).__name__, retryable=True))
-        out.put_nowait(None)
+    async def _transcribe_jobs(self) -> None:
+        while (job := await self._jobs.get()) is not None:
+            if not job.final and job.ordinal != self._finals:
+                continue  # its segment has ended; the final supersedes it
+            result = await self._transcribe(job.pcm)
+            self.last_transcription = result
+            if not job.final:
+                self._interim_pending = False
+            if not result.text or (not job.final and job.ordinal != self._finals):
+                continue  # not speech, or an interim overtaken by its final
+            self._emit(TranscriptEvent(text=result.text, is_final=job.final, confidence=result.confidence,
+                                       start=job.start, end=job.end, speech_final=job.speech_final))
 
-    async def _run(self, pcm: bytes) -> Transcription:
+    async def _transcribe(self, pcm: bytes) -> Transcription:
         global _jobs_in_flight
         with _jobs_lock:
             _jobs_in_flight += 1

@@ -10,19 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import openai
 
 from gateway.errors import ProviderError
-from gateway.speech.frames import LLMDelta, ToolCall, ToolSpec
 from gateway.speech.base import LanguageModel
-from gateway.config.secrets import mask
+from gateway.speech.frames import LLMDelta, ToolCall, ToolSpec
+from gateway.speech.keys import PLACEHOLDER_KEY, own_host, vendor_key
+
+__all__ = ["OpenAILLM", "PLACEHOLDER_KEY", "is_openai_host"]
 
 PROVIDER = "openai"
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_HOST = "api.openai.com"
-PLACEHOLDER_KEY = "unused"  # the SDK insists on a key; self-hosted servers ignore it
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -54,21 +54,10 @@ class OpenAILLM(LanguageModel):
         """`max_retries` is 0 because on a live call the caller's fallback policy, not a silent
         SDK back-off, decides whether waiting is better than apologising."""
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        if api_key:  # the key named for this base_url (api_key_env / api_key_file)
-            key = api_key
-        elif is_openai_host(base_url):
-            key = os.environ.get("OPENAI_API_KEY", "")
-            if not key:
-                raise ProviderError(
-                    PROVIDER,
-                    "no API key: set OPENAI_API_KEY (or base_url to a local OpenAI-compatible server)",
-                )
-        else:
-            # OPENAI_API_KEY is for api.openai.com: any other server gets it only when it is
-            # named for it (api_key_env), so a local or third-party endpoint never sees it.
-            key = PLACEHOLDER_KEY
-        if key != PLACEHOLDER_KEY:
-            mask(key)
+        # OPENAI_API_KEY is for api.openai.com: any other server gets it only when it is named
+        # for it (api_key_env), so a local or third-party endpoint never sees it.
+        key = vendor_key(PROVIDER, api_key, own=is_openai_host(base_url), env="OPENAI_API_KEY",
+                         missing="or base_url to a local OpenAI-compatible server")
         self.model = model
         self.base_url = base_url
         self.temperature = temperature
@@ -148,10 +137,7 @@ def _tool_param(tool: ToolSpec) -> dict:
 
 def is_openai_host(base_url: str | None) -> bool:
     """OpenAI's own API over TLS: the only place OPENAI_API_KEY is sent."""
-    if not base_url:
-        return True
-    url = urlsplit(base_url)
-    return url.scheme == "https" and url.hostname == OPENAI_HOST
+    return own_host(base_url, OPENAI_HOST)
 
 
 def _message(exc: openai.APIStatusError) -> str:
