@@ -1,8 +1,10 @@
-"""What an agent script says, as plain frozen data, plus the pure helpers that read callers' answers.
+"""The one step language, as plain frozen data, plus the pure helpers that read callers' answers.
 
-A script is an ordered list of steps in the spirit of telephony verbs (say, play, gather, branch,
-llm, transfer, hangup) and a fallback policy. Nothing here does I/O or keeps time: the call
-session walks the steps and feeds in transcripts; `match_expected` and `fill` are pure.
+A script is an ordered list of steps in the spirit of telephony verbs (say, play, pause, gather,
+branch, llm, transfer, hangup) and a fallback policy. Agent scripts and dialplan flows are both
+scripts: a flow is one whose gathers are keypad menus (a Gather with branches). Nothing here does
+I/O or keeps time: the runner walks the steps and feeds in answers; `match_expected` and `fill`
+are pure.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "Hangup",
     "InputMode",
     "Llm",
+    "Pause",
     "Play",
     "Say",
     "Step",
@@ -42,6 +45,8 @@ __all__ = [
     "placeholders",
     "script_targets",
     "script_texts",
+    "step_targets",
+    "step_texts",
 ]
 
 InputMode = Literal["speech", "dtmf", "both"]
@@ -76,26 +81,71 @@ class Play:
 
 
 @dataclass(frozen=True, slots=True)
-class Gather:
-    """Ask `prompt`, store the answer in variable `name`.
-
-    expect: canonical value -> synonyms (lowercase; the canonical itself is among them), or None
-    for free text. confirm: read the answer back and wait for yes/no before accepting it.
-    timeout: seconds of silence after the prompt before it counts as no input.
-    """
-
-    name: str
-    prompt: str
-    input: InputMode = "speech"
-    expect: Mapping[str, tuple[str, ...]] | None = None
-    confirm: bool = False
-    timeout: float = 6.0
+class Pause:
+    seconds: float
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0:
+        if self.seconds < 0:
+            raise ValueError(f"pause must not be negative: {self.seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Ask, and take the caller's answer: spoken words or keypad digits.
+
+    An answer gather (no branches) stores the answer in variable `name`. expect: canonical value
+    -> synonyms (lowercase; the canonical itself is among them), or None for free text. confirm:
+    read the answer back and wait for yes/no. The script's fallback policy decides what happens
+    when nothing usable comes.
+
+    A keypad menu (branches: digit string -> steps) plays its prompt steps, cut short by a key,
+    collects up to max_digits (ending early at terminator) and runs the matching branch; no_input
+    or no_match play before it asks again, up to `attempts` times, then `failed` plays. With a
+    name, the digits are stored too. Menus take keypad input.
+
+    prompt: text to say, or steps. timeout: seconds after the prompt before it counts as no
+    input (default 5 for menus, 6 for answers); inter_digit_timeout: between keys.
+    """
+
+    name: str = ""
+    prompt: str | tuple[Step, ...] = ()
+    input: InputMode | None = None  # None: dtmf for menus, speech otherwise
+    expect: Mapping[str, tuple[str, ...]] | None = None
+    confirm: bool = False
+    timeout: float | None = None
+    max_digits: int = 1
+    terminator: str = "#"
+    inter_digit_timeout: float = 3.0
+    attempts: int = 3
+    branches: Mapping[str, tuple[Step, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    no_input: tuple[Step, ...] = ()
+    no_match: tuple[Step, ...] = ()
+    failed: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        menu = bool(self.branches)
+        if self.input is None:
+            object.__setattr__(self, "input", "dtmf" if menu else "speech")
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", 5.0 if menu else 6.0)
+        if self.timeout <= 0:  # type: ignore[operator]
             raise ValueError(f"gather timeout must be positive: {self.timeout}")
+        if self.max_digits < 1 or self.attempts < 1:
+            raise ValueError("max_digits and attempts must be at least 1")
         if self.expect is not None:
             object.__setattr__(self, "expect", _frozen(self.expect))
+        object.__setattr__(self, "branches", _frozen(self.branches))
+
+    @property
+    def menu(self) -> bool:
+        return bool(self.branches)
+
+    @property
+    def prompt_steps(self) -> tuple[Step, ...]:
+        return (Say(self.prompt),) if isinstance(self.prompt, str) else self.prompt
+
+    def branch(self, digits: str) -> tuple[Step, ...] | None:
+        return self.branches.get(digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +231,7 @@ class Hangup:
     pass
 
 
-Step = Say | Play | Gather | Branch | Llm | Transfer | Hangup
+Step = Say | Play | Pause | Gather | Branch | Llm | Transfer | Hangup
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,43 +443,50 @@ def fill(text: str, variables: Mapping[str, object]) -> str:
 def script_texts(script: AgentScript) -> set[str]:
     """Every fixed text the script may speak, so prompts can be rendered before the first call.
     Texts with placeholders differ per call and are left out."""
-    texts: set[str] = set()
+    texts = step_texts(script.steps)
     if script.disclosure is not None:
         texts.add(script.disclosure)
-    _collect(script.steps, texts)
     return {text for text in texts if not placeholders(text) and script.clip_for(text) is None}
 
 
 def script_targets(script: AgentScript) -> tuple[str, ...]:
     """Every destination the script may transfer to (`operator` for the configured one)."""
-    targets: list[str] = []
-    _collect_targets(script.steps, targets, script.fallback.escalate_to or "operator")
+    targets = list(step_targets(script.steps, script.fallback.escalate_to or "operator"))
     if script.fallback.escalate_to:
         targets.append(script.fallback.escalate_to)
     return tuple(dict.fromkeys(targets))
 
 
-def _collect_targets(steps: Iterable[Step], targets: list[str], escalate: str) -> None:
-    for step in steps:
-        if isinstance(step, Transfer):
-            targets.append(step.target)
-            _collect_targets(step.on_failure, targets, escalate)
-        elif isinstance(step, Branch):
-            for case in (*step.cases.values(), step.default):
-                _collect_targets(case, targets, escalate)
-        elif isinstance(step, Llm) and any(getattr(t, "name", "") == "transfer" for t in step.tools):
-            # The model's transfer tool has no destination argument: it goes where this says.
-            targets.append(escalate)
+def _inner(step: Step) -> Iterable[tuple[Step, ...]]:
+    """The step lists inside a step."""
+    if isinstance(step, Transfer):
+        yield step.on_failure
+    elif isinstance(step, Branch):
+        yield from (*step.cases.values(), step.default)
+    elif isinstance(step, Gather):
+        yield from (step.prompt_steps, *step.branches.values(), step.no_input, step.no_match, step.failed)
 
 
-def _collect(steps: Iterable[Step], texts: set[str]) -> None:
+def step_texts(steps: Iterable[Step]) -> set[str]:
+    """Every text the steps may say, on every path."""
+    texts: set[str] = set()
     for step in steps:
         if isinstance(step, Say):
             texts.add(step.text)
-        elif isinstance(step, Gather):
-            texts.add(step.prompt)
-        elif isinstance(step, Transfer):
-            _collect(step.on_failure, texts)
-        elif isinstance(step, Branch):
-            for case in (*step.cases.values(), step.default):
-                _collect(case, texts)
+        for inner in _inner(step):
+            texts |= step_texts(inner)
+    return texts
+
+
+def step_targets(steps: Iterable[Step], escalate: str = "operator") -> tuple[str, ...]:
+    """Every destination the steps may transfer to; a model's transfer tool goes to escalate."""
+    targets: list[str] = []
+    for step in steps:
+        if isinstance(step, Transfer):
+            targets.append(step.target)
+        elif isinstance(step, Llm) and any(getattr(t, "name", "") == "transfer" for t in step.tools):
+            # The model's transfer tool has no destination argument: it goes where this says.
+            targets.append(escalate)
+        for inner in _inner(step):
+            targets += step_targets(inner, escalate)
+    return tuple(dict.fromkeys(targets))
