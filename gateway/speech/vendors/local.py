@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import math
 import threading
 import time
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 __all__ = ["WhisperSTT", "WhisperStream", "Transcription", "PiperTTS", "whisper_model_dir"]
-
-log = logging.getLogger(__name__)
 
 _WHISPER_RATE = 16000
 
