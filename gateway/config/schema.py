@@ -28,6 +28,7 @@ import yaml
 from pydantic import (AllowInfNan, BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler,
                       StringConstraints, ValidationError, model_validator)
 from pydantic import Strict as _StrictType
+from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
 from gateway.errors import ConfigError
@@ -93,14 +94,16 @@ def load(path: Path, model: type[Model], *, context: dict | None = None, check: 
 def load_text(text: str, where: str, model: type[Model], *, context: dict | None = None,
               check: Check | None = None) -> tuple[Model | None, list[ConfigError]]:
     """Like `load`, for text read elsewhere; `where` names it in errors. Validators get the
-    context given plus `lines` (see `Lines`)."""
+    context given, to which `lines` (see `Lines`) is added: a caller keeping the dict has them."""
     try:
         value, lines = located(text, where)
     except ConfigError as error:
         return None, [error]
     found = check(value, lines) if check is not None else []
+    context = {} if context is None else context
+    context["lines"] = lines
     try:
-        result = model.model_validate(value, context={**(context or {}), "lines": lines})
+        result = model.model_validate(value, context=context)
     except ValidationError as exc:
         found, result = messages(exc, where, lines, model) + found, None
     found.sort(key=lambda e: e.line)
@@ -136,8 +139,8 @@ def messages(exc: ValidationError, where: str, lines: Mapping[Loc, int],
         if isinstance(raised, Invalid) and raised.at:
             loc, at_key = (*loc, *raised.at), True
         line = (at_key and keys.get(_file_loc(loc, lines))) or _line_of(loc, lines)
-        known = _known_keys(model, loc[:-1]) if model and item["type"] == "extra_forbidden" else ()
-        message = _message(item, loc, known)
+        fields = _fields_at(model, loc[:-1]) if model and item["type"] in ("extra_forbidden", "missing") else {}
+        message = _message(item, loc, fields)
         if (line, message) not in seen:
             seen.add((line, message))
             errors.append(ConfigError(where, line, message))
@@ -227,17 +230,20 @@ def _walk(parts: list[str | int], lines: Mapping[Loc, int]) -> int | None:
     return lines.get(loc) if loc or not parts else None
 
 
-def _message(item: Mapping[str, Any], loc: Loc, known: Iterable[str] = ()) -> str:
+def _message(item: Mapping[str, Any], loc: Loc, fields: Mapping[str, FieldInfo]) -> str:
+    """The error in the project's words; fields are those of the mapping it is in (the known
+    keys of an unknown one; a missing key is explained by its field's description)."""
     kind = item["type"]
     ctx = item.get("ctx") or {}
     got = _describe(item.get("input"))
     key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        known = list(known)
+        known = list(fields)
         listed = f" (expected one of: {', '.join(known)})" if known else ""
         return f"unknown key '{key}'{listed}" + _hint(key, known)
     if kind == "missing":
-        return f"missing '{key}'"
+        what = fields[key].description if key in fields else None
+        return f"missing '{key}'" + (f" ({what})" if what else "")
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {got}"
     if kind in ("float_type", "float_parsing"):
@@ -272,8 +278,8 @@ def _message(item: Mapping[str, Any], loc: Loc, known: Iterable[str] = ()) -> st
     return str(item.get("msg", kind))
 
 
-def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
-    """The keys a mapping at loc may have, following the model's field types along loc."""
+def _fields_at(model: type[BaseModel], loc: Loc) -> dict[str, FieldInfo]:
+    """The fields (by key) a mapping at loc may have, following the model's field types along loc."""
     candidates: list[Any] = [model]
     for part in loc:
         types = [t for c in candidates for t in _flatten(c)]
@@ -285,16 +291,20 @@ def _known_keys(model: type[BaseModel], loc: Loc) -> list[str]:
         for t in types:
             if isinstance(part, int):
                 following += [a for a in typing.get_args(t)] if typing.get_origin(t) in (list, tuple) else []
-            elif isinstance(t, type) and issubclass(t, BaseModel) and part in t.model_fields:
-                following.append(t.model_fields[part].annotation)
+            elif isinstance(t, type) and issubclass(t, BaseModel) and part in _by_key(t):
+                following.append(_by_key(t)[str(part)].annotation)
             elif typing.get_origin(t) in (dict, Mapping) and len(typing.get_args(t)) == 2:
                 following.append(typing.get_args(t)[1])
         candidates = following or candidates
-    keys: dict[str, None] = {}  # in the order the models declare them
+    fields: dict[str, FieldInfo] = {}  # in the order the models declare them
     for t in (t for c in candidates for t in _flatten(c)):
         if isinstance(t, type) and issubclass(t, BaseModel):
-            keys.update(dict.fromkeys(f.alias or name for name, f in t.model_fields.items()))
-    return list(keys)
+            fields.update(_by_key(t))
+    return fields
+
+
+def _by_key(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _flatten(annotation: Any) -> list[Any]:
