@@ -53,32 +53,28 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar
 
-from gateway.config import yamlfile
+from pydantic import (AfterValidator, Discriminator, Field, Tag, ValidationInfo, WithJsonSchema,
+                      model_validator)
+
 from gateway.caller.phone_call import CallReport, Turn
+from gateway.config.schema import (Flag, Invalid, Lines, Number, OneKey, Strict, Text, Whole, between,
+                                   load, matching)
 from gateway.errors import ConfigError
 from gateway.speech.prompts import VOICES
-from gateway.config.yamlfile import Errors, Node
 
 __all__ = [
-    "CHECKS", "Check", "CheckResult", "LlmPersona", "Scenario", "evaluate", "load_scenario",
+    "CHECKS", "Check", "CheckResult", "LlmPersona", "Scenario", "ScenarioFile", "evaluate", "load_scenario",
     "load_scenario_checked",
 ]
 
-_T = TypeVar("_T")
-_PERSONA_KEYS = ("instructions", "voice", "speaking_rate", "noise_dbfs", "turns", "llm")
-_TOP_KEYS = (
-    "name", "number", "goal", "persona", "voice", "speaking_rate", "noise_dbfs", "turns", "llm", "impatience_ms",
-    "max_turns", "turn_gap_ms", "hangup_after_s", "max_duration_s", "caller", "assert",
-)
+_PERSONA_KEYS = ("voice", "speaking_rate", "noise_dbfs", "turns", "llm")  # also allowed at the top
 CHECKS = ("agent_said", "asked", "transferred_to", "hung_up_within_turns", "max_turn_ms", "no_loop", "tool_called")
-_NUMBER = re.compile(r"^\+?[0-9A-Za-z*#._-]+$")  # a Request-URI user part
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
 _MATCH = 0.8  # similarity (0-1) that counts as "said": tiny.en drops or bends a letter or two
 _SAME = 0.9  # similarity of two agent turns that counts as the same prompt
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -145,150 +141,149 @@ def load_scenario(path: Path) -> Scenario:
 
 def load_scenario_checked(path: Path) -> tuple[Scenario | None, list[ConfigError]]:
     """Load one scenario and every error in it, sorted by line; with errors, no scenario."""
-    errors = Errors()
-    scenario = errors.attempt(_load, path, errors)
-    found = sorted(errors, key=lambda e: e.line)
-    return (None, found) if found or scenario is None else (scenario, [])
+    context: dict[str, Any] = {"base": path.parent}
+    model, errors = load(path, ScenarioFile, context=context,
+                         check=lambda value, lines: _across_keys(value, lines, str(path)))
+    if model is None:
+        return None, errors
+    return model.scenario(path, context["lines"]), []
 
 
-def _load(path: Path, errors: Errors) -> Scenario | None:
-    root = yamlfile.load(path)
-    top = root.fields(_TOP_KEYS, errors)
-    persona_node = top.get("persona")
-    persona = None
-    if persona_node is not None and persona_node.kind == "mapping":
-        persona = persona_node.fields(_PERSONA_KEYS, errors)
-
-    def opt(name: str, read: Callable[[Node], _T], default: _T, *, in_persona: bool = False) -> _T:
-        node = top.get(name)
-        inner = persona.get(name) if in_persona and persona is not None else None
-        if node is not None and inner is not None:
-            errors.add(node.error(f"'{name}' is also set in persona (line {inner.line}); keep one"))
-            return default
-        node = node or inner
-        value = None if node is None else errors.attempt(read, node)
-        return default if value is None else value
-
-    name = opt("name", _matching(_NAME, "a name of letters, digits, spaces, '.', '_' and '-'"), path.stem)
-    number_node = top.get("number")
-    if number_node is None:
-        errors.add(root.error("missing 'number' (the number to call)"))
-    number = opt("number", _matching(_NUMBER, 'a number to dial, e.g. "+15550100"'), "")
-    instructions = ""
-    if persona_node is not None and persona_node.kind != "mapping":
-        instructions = errors.attempt(persona_node.as_str) or ""
-    elif persona is not None and "instructions" in persona:
-        instructions = errors.attempt(persona.require("instructions").as_str) or ""
-    voice = opt("voice", _voice, "joe", in_persona=True)
-    rate = opt("speaking_rate", lambda n: n.as_float(at_least=0.5, at_most=2.0), 1.0, in_persona=True)
-    noise = opt("noise_dbfs", lambda n: n.as_float(at_least=-70.0, at_most=-20.0), None, in_persona=True)
-    turns: tuple[Turn, ...] | None = opt("turns", lambda n: _turns(n, path.parent, errors), None, in_persona=True)
-    llm = opt("llm", lambda n: _llm(n, errors), None, in_persona=True)
-    if turns is None and llm is None and not any(n in top or (persona and n in persona) for n in ("turns", "llm")):
-        errors.add((persona_node or root).error("the persona needs `turns:` (what to say, in order) or `llm:`"))
-    no_checks: tuple[Check, ...] = ()
-    checks = opt("assert", lambda n: _checks(n, errors), no_checks)
-    return Scenario(
-        path=path, name=name, number=number,
-        goal=opt("goal", lambda n: n.as_str(), ""),
-        instructions=instructions, voice=voice, speaking_rate=rate, noise_dbfs=noise, turns=turns or (), llm=llm,
-        impatience_ms=opt("impatience_ms", lambda n: n.as_int(at_least=0, at_most=60000), None),
-        max_turns=opt("max_turns", lambda n: n.as_int(at_least=1, at_most=100), None),
-        turn_gap_ms=opt("turn_gap_ms", lambda n: n.as_int(at_least=200, at_most=10000), 2000),
-        hangup_after_s=opt("hangup_after_s", lambda n: n.as_float(above=0, at_most=60), 4.0),
-        max_duration_s=opt("max_duration_s", lambda n: n.as_float(at_least=5, at_most=3600), 120.0),
-        caller=opt("caller", _matching(_NUMBER, "a SIP user part, e.g. +15550199"), None),
-        checks=checks,
-    )
+def _across_keys(data: Any, lines: Lines, where: str) -> list[ConfigError]:
+    """A persona setting given twice (at the top and in persona), or no turns and no llm."""
+    if not isinstance(data, dict):
+        return []
+    persona = data.get("persona") if isinstance(data.get("persona"), dict) else {}
+    errors = [ConfigError(where, lines.key_lines[(key,)],
+                          f"'{key}' is also set in persona (line {lines[('persona', key)]}); keep one")
+              for key in _PERSONA_KEYS if key in data and key in persona]
+    if not any(key in data or key in persona for key in ("turns", "llm")):
+        line = lines[("persona",)] if "persona" in data else lines[()]
+        errors.append(ConfigError(where, line, "the persona needs `turns:` (what to say, in order) or `llm:`"))
+    return errors
 
 
-def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Node], str]:
-    def read(node: Node) -> str:
-        text = node.as_str()
-        if not pattern.match(text):
-            raise node.error(f"expected {what}, got {text!r}")
-        return text
-
-    return read
+# --- the file -------------------------------------------------------------------------
 
 
-def _voice(node: Node) -> str:
-    text = node.as_str()
+def _voice(text: str) -> str:
     if text not in VOICES:
-        raise node.error(f"unknown voice {text!r} (offline voices: {', '.join(sorted(VOICES))})")
+        raise ValueError(f"unknown voice {text!r} (offline voices: {', '.join(sorted(VOICES))})")
     return text
 
 
-def _turns(node: Node, base: Path, errors: Errors) -> tuple[Turn, ...]:
-    out: list[Turn] = []
-    for item in node.as_list():
-        if item.kind == "scalar":
-            turn = errors.attempt(lambda n: Turn("say", n.as_str()), item)
-        else:
-            turn = errors.attempt(_turn_step, item, base, errors)
-        if turn is not None:
-            out.append(turn)
-    return tuple(out)
-
-
-def _turn_step(item: Node, base: Path, errors: Errors) -> Turn | None:
-    found = yamlfile.step_key(item, ("say", "play"), errors)
-    if found is None:
-        return None
-    kind, value = found
-    text = value.as_str()
-    if kind == "say":
-        return Turn("say", text)
-    path = (base / text).resolve()
-    if not path.is_file():
-        raise value.error(f"no such recording: {path}")
-    return Turn("play", str(path))
-
-
-def _llm(node: Node, errors: Errors) -> LlmPersona | None:
-    fields = node.fields(("base_url", "model", "timeout_s", "temperature"), errors)
-    url = errors.attempt(lambda: _base_url(fields.require("base_url")))
-    model = errors.attempt(lambda: fields.require("model").as_str())
-    timeout, temperature = fields.get("timeout_s"), fields.get("temperature")
-    timeout_s = 30.0 if timeout is None else errors.attempt(timeout.as_float, above=0, at_most=600)
-    temp = None if temperature is None else errors.attempt(temperature.as_float, at_least=0, at_most=2)
-    if url is None or model is None or timeout_s is None or (temperature is not None and temp is None):
-        return None
-    return LlmPersona(url, model, timeout_s=timeout_s, temperature=temp)
-
-
-def _base_url(node: Node) -> str:
-    url = node.as_str()
+def _url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise node.error(f"expected an http:// or https:// URL, got {url!r}")
+        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
     return url
 
 
-def _checks(node: Node, errors: Errors) -> tuple[Check, ...]:
-    out: list[Check] = []
-    for item in node.as_list():
-        check = errors.attempt(_check, item, errors)
-        if check is not None:
-            out.append(check)
-    return tuple(out)
+def _text_or(model: type) -> Any:
+    """Text, or a mapping read as model (which is then the only one tried, for plain errors)."""
+    return Annotated[Annotated[Text, Tag("text")] | Annotated[model, Tag("mapping")],
+                     Discriminator(lambda v: "mapping" if isinstance(v, (dict, list)) else "text")]
 
 
-def _check(item: Node, errors: Errors) -> Check | None:
-    if item.kind != "mapping":
-        raise item.error(f"expected a check like {{agent_said: TEXT}} ({', '.join(CHECKS)}), got {item.describe()}")
-    found = yamlfile.step_key(item, CHECKS, errors)
-    if found is None:
-        return None
-    kind, value = found
-    result: str | int | bool
-    if kind in ("hung_up_within_turns", "max_turn_ms"):
-        result = value.as_int(at_least=0 if kind == "hung_up_within_turns" else 1)
-    elif kind == "no_loop":
-        result = value.as_bool()
-    else:
-        result = value.as_str()
-    return Check(kind, result, value.line)
+_Number = matching(r"^\+?[0-9A-Za-z*#._-]+$", 'a number to dial, e.g. "+15550100"')  # a Request-URI user part
+_Caller = matching(r"^\+?[0-9A-Za-z*#._-]+$", "a SIP user part, e.g. +15550199")
+_Name = matching(r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$", "a name of letters, digits, spaces, '.', '_' and '-'")
+_Voice = Annotated[Text, AfterValidator(_voice), WithJsonSchema({"type": "string", "enum": sorted(VOICES)})]
+_Rate = between(Number, at_least=0.5, at_most=2.0)
+_Noise = between(Number, at_least=-70.0, at_most=-20.0)
+
+
+class TurnStep(OneKey):
+    """A turn given as a step: `{say: TEXT}`, or `{play: FILE}` (a recording, relative to the file)."""
+
+    shape: ClassVar[str] = "a step like {say: TEXT} or {hangup: true}"
+    say: Text = Field(None)
+    play: Text = Field(None)
+
+    @model_validator(mode="after")
+    def _recording(self, info: ValidationInfo) -> TurnStep:
+        if self.play is not None and not (Path((info.context or {}).get("base", ".")) / self.play).resolve().is_file():
+            raise Invalid(f"no such recording: {(Path(info.context['base']) / self.play).resolve()}", "play")
+        return self
+
+    def turn(self, base: Path) -> Turn:
+        return Turn("say", self.say) if self.play is None else Turn("play", str((base / self.play).resolve()))
+
+
+class LlmFile(Strict):
+    """An LLM persona: an OpenAI-compatible chat completions server answers for the caller."""
+
+    base_url: Annotated[Text, AfterValidator(_url)]
+    model: Text
+    timeout_s: between(Number, above=0, at_most=600) = 30.0
+    temperature: between(Number, at_least=0, at_most=2) | None = None
+
+
+class PersonaFile(Strict):
+    instructions: Text = ""
+    voice: _Voice | None = None
+    speaking_rate: _Rate | None = None
+    noise_dbfs: _Noise | None = None
+    turns: list[_text_or(TurnStep)] | None = None
+    llm: LlmFile | None = None
+
+
+class CheckItem(OneKey):
+    """One `assert:` item."""
+
+    shape: ClassVar[str] = f"a check like {{agent_said: TEXT}} ({', '.join(CHECKS)})"
+    agent_said: Text = Field(None)
+    asked: Text = Field(None)
+    transferred_to: Text = Field(None)
+    hung_up_within_turns: between(Whole, at_least=0) = Field(None)
+    max_turn_ms: between(Whole, at_least=1) = Field(None)
+    no_loop: Flag = Field(None)
+    tool_called: Text = Field(None)
+
+
+class ScenarioFile(Strict):
+    """A scenario file (scenarios/*.yaml). The persona's voice, rate, noise, turns and llm may
+    also sit at the top level."""
+
+    name: _Name | None = None
+    number: _Number = Field(description="the number to call")
+    goal: Text = ""
+    persona: _text_or(PersonaFile) | None = None
+    voice: _Voice | None = None
+    speaking_rate: _Rate | None = None
+    noise_dbfs: _Noise | None = None
+    turns: list[_text_or(TurnStep)] | None = None
+    llm: LlmFile | None = None
+    impatience_ms: between(Whole, at_least=0, at_most=60000) | None = None
+    max_turns: between(Whole, at_least=1, at_most=100) | None = None
+    turn_gap_ms: between(Whole, at_least=200, at_most=10000) = 2000
+    hangup_after_s: between(Number, above=0, at_most=60) = 4.0
+    max_duration_s: between(Number, at_least=5, at_most=3600) = 120.0
+    caller: _Caller | None = None
+    checks: list[CheckItem] = Field([], alias="assert")
+
+    def scenario(self, path: Path, lines: Mapping[tuple[str | int, ...], int]) -> Scenario:
+        persona = self.persona if isinstance(self.persona, PersonaFile) else PersonaFile()
+
+        def either(key: str, default: Any) -> Any:
+            value = getattr(self, key)
+            value = getattr(persona, key) if value is None else value
+            return default if value is None else value
+
+        turns = [TurnStep(say=turn) if isinstance(turn, str) else turn for turn in either("turns", [])]
+        checks = tuple(Check(c.key, c.value, lines.get(("assert", i, c.key), 0)) for i, c in enumerate(self.checks))
+        llm = either("llm", None)
+        return Scenario(
+            path=path, name=self.name or path.stem, number=self.number, goal=self.goal,
+            instructions=self.persona if isinstance(self.persona, str) else persona.instructions,
+            voice=either("voice", "joe"), speaking_rate=either("speaking_rate", 1.0),
+            noise_dbfs=either("noise_dbfs", None), turns=tuple(t.turn(path.parent) for t in turns),
+            llm=None if llm is None else LlmPersona(llm.base_url, llm.model, timeout_s=llm.timeout_s,
+                                                    temperature=llm.temperature),
+            impatience_ms=self.impatience_ms, max_turns=self.max_turns, turn_gap_ms=self.turn_gap_ms,
+            hangup_after_s=self.hangup_after_s, max_duration_s=self.max_duration_s, caller=self.caller,
+            checks=checks,
+        )
 
 
 @dataclass(frozen=True, slots=True)
