@@ -1,5 +1,7 @@
 """What a dialplan says, as plain frozen data, and the pure `route()` that reads it.
 
+The steps of a flow are the one step language of `gateway.script.model` (re-exported here).
+
 Time comes in as an argument (a timezone-aware `now`), so routing is testable without clocks.
 """
 
@@ -9,12 +11,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.dialplan.transfers import TransferPolicy
+from gateway.script.model import AgentScript, Gather, Hangup, Pause, Play, Say, Step, Transfer
 
 __all__ = [
     "ANONYMOUS",
@@ -56,81 +58,22 @@ def _frozen(mapping: Mapping[str, _V]) -> MappingProxyType[str, _V]:
 
 
 @dataclass(frozen=True, slots=True)
-class Say:
-    """Text spoken by the offline TTS."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Play:
-    """A PCM WAV file (8 or 16 bit), already resolved against the dialplan's directory."""
-
-    path: Path
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    seconds: float
-
-    def __post_init__(self) -> None:
-        if self.seconds < 0:
-            raise ValueError(f"pause must not be negative: {self.seconds}")
-
-
-@dataclass(frozen=True, slots=True)
-class Hangup:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """Transfer to `operator` (resolved from config) or a sip:/sips:/tel: URI; on_failure plays if it fails."""
-
-    target: str
-    on_failure: tuple[Step, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Gather:
-    """Play prompt, collect keypad digits, run the matching branch; retry up to `attempts` times.
-
-    timeout: seconds to wait for the first digit once the prompt finished.
-    branches: digit string ("1", "0", "12") -> steps.
-    """
-
-    prompt: tuple[Step, ...]
-    max_digits: int = 1
-    terminator: str = "#"
-    timeout: float = 5.0
-    inter_digit_timeout: float = 3.0
-    attempts: int = 3
-    branches: Mapping[str, tuple[Step, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    no_input: tuple[Step, ...] = ()
-    no_match: tuple[Step, ...] = ()
-    failed: tuple[Step, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_digits < 1 or self.attempts < 1:
-            raise ValueError("max_digits and attempts must be at least 1")
-        object.__setattr__(self, "branches", _frozen(self.branches))
-
-    def branch(self, digits: str) -> tuple[Step, ...] | None:
-        return self.branches.get(digits)
-
-
-Step = Say | Play | Pause | Gather | Transfer | Hangup
-
-
-@dataclass(frozen=True, slots=True)
 class FlowAction:
+    """Answer and run steps: a script without disclosure, whose gathers are keypad menus."""
+
     steps: tuple[Step, ...]
+
+    def script(self, plan: str) -> AgentScript:
+        return AgentScript(plan, plan, disclosure=None, steps=self.steps)
 
 
 @dataclass(frozen=True, slots=True)
 class TransferAction:
     target: str
     on_failure: tuple[Step, ...] = ()
+
+    def script(self, plan: str) -> AgentScript:
+        return AgentScript(plan, plan, disclosure=None, steps=(Transfer(self.target, self.on_failure),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +90,7 @@ class RejectAction:
 class AgentAction:
     """Answer and hold a conversation with an agent script (loaded and checked with the plan)."""
 
-    script: object  # gateway.script.model.AgentScript; untyped here to keep routing import-light
+    script: AgentScript
 
 
 Action = FlowAction | TransferAction | RejectAction | AgentAction

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import yamlfile
+from gateway.config import schema
 from gateway.dialplan import (
     AgentAction,
     FlowAction,
@@ -25,7 +25,6 @@ from gateway.dialplan import (
     flow_texts,
     load_dialplans,
 )
-from gateway.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "dialplans"
 NOON = datetime(2024, 7, 1, 16, tzinfo=UTC)
@@ -295,27 +294,26 @@ def test_editor_files_are_ignored(tmp_path: Path) -> None:
     assert plans.default.action == RejectAction(603, "Decline")
 
 
-def test_yamlfile_reads_strings_as_written(tmp_path: Path) -> None:
-    root = yamlfile.parse("a: yes\nb: 0155\nc: 9:30\nd: +1555\n", "x.yaml")
-    fields = root.fields(None, yamlfile.Errors())
-    assert [fields.require(k).as_str() for k in "abcd"] == ["yes", "0155", "9:30", "+1555"]
-    assert fields.require("a").as_bool() is True
+def test_yaml_reads_strings_as_written(tmp_path: Path) -> None:
+    value, _lines = schema.located("a: yes\nb: 0155\nc: 9:30\nd: +1555\ne: true\n", "x.yaml")
+    assert [value[k] for k in "abcd"] == ["yes", "0155", "9:30", "+1555"]
+    assert value["e"] is True  # only true/false are flags
 
 
-def test_yamlfile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        yamlfile.load(tmp_path / "absent.yaml")
-    assert caught.value.line == 0 and "cannot read" in caught.value.message
+class _Count(schema.Strict):
+    n: schema.Whole
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    _model, errors = schema.load(tmp_path / "absent.yaml", _Count)
+    assert errors[0].line == 0 and "cannot read" in errors[0].message
     (tmp_path / "bad.yaml").write_bytes(b"a: 1\nb: \xff\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:2: not valid UTF-8"):
-        yamlfile.load(tmp_path / "bad.yaml")
-    with pytest.raises(ConfigError, match=r"x:3: invalid YAML"):
-        yamlfile.parse("a: 1\nb: 2\n c: 3\n", "x")
-    with pytest.raises(ConfigError, match=r"x:1: cannot read value tagged !secret"):
-        yamlfile.parse("a: !secret x\n", "x")
-    node = yamlfile.parse("n: 1.5\n", "x").fields(None, yamlfile.Errors()).require("n")
-    with pytest.raises(ConfigError, match="expected a whole number, got '1.5'"):
-        node.as_int()
+    _model, errors = schema.load(tmp_path / "bad.yaml", _Count)
+    assert str(errors[0]).endswith("bad.yaml:2: not valid UTF-8 text")
+    assert str(schema.load_text("a: 1\nb: 2\n c: 3\n", "x", _Count)[1][0]).startswith("x:3: invalid YAML")
+    assert str(schema.load_text("a: !secret x\n", "x", _Count)[1][0]) == "x:1: cannot read value tagged !secret"
+    assert [str(e) for e in schema.load_text("n: 1.5\n", "x", _Count)[1]] == [
+        "x:1: expected a whole number, got '1.5'"]
 
 
 def _write_wav(path: Path, width: int) -> None:
