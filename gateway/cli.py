@@ -1,9 +1,11 @@
-"""`gateway run | check | warm | call | simulate | loadtest`."""
+"""`gateway run | check | warm | schema | call | simulate | loadtest`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import logging
 import re
 import sys
@@ -12,27 +14,35 @@ from pathlib import Path
 from gateway.config.settings import Settings, load_settings
 from gateway.errors import ConfigError
 
+# The files `gateway schema` writes a JSON Schema for: file name -> the model ("module:class").
+SCHEMAS = {
+    "gateway": "gateway.config.settings:GatewayFile",
+    "codec-profile": "gateway.config.codecs:CodecProfile",
+    "dialplan": "gateway.dialplan.loader:DialplanFile",
+    "agent-script": "gateway.script.loader:ScriptFile",
+    "scenario": "gateway.caller.scenario:ScenarioFile",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["call"]:
-        # The caller has its own flags (it is a SIP phone, not the gateway).
-        from gateway.caller.phone_call import main as call_main
+    parser = _parser()
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if rest and not args.own_flags:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    return args.func(args)
 
-        return call_main(argv[1:])
-    if argv[:1] == ["simulate"]:
-        from gateway.caller.simulate import main as simulate_main
 
-        return simulate_main(argv[1:])
-    if argv[:1] == ["loadtest"]:
-        from gateway.caller.loadtest import main as loadtest_main
-
-        return loadtest_main(argv[1:])
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("call", help="call a number and hold a spoken conversation (gateway call -h)")
-    sub.add_parser("simulate", help="scripted caller personas vs the agents, with assertions (gateway simulate -h)")
-    sub.add_parser("loadtest", help="many concurrent calls; setup, latency, CPU (gateway loadtest -h)")
+    # The caller-side tools parse their own flags (the caller is a SIP phone, not the gateway).
+    for name, func, what in (
+        ("call", _call, "call a number and hold a spoken conversation (gateway call -h)"),
+        ("simulate", _simulate, "scripted caller personas vs the agents, with assertions (gateway simulate -h)"),
+        ("loadtest", _loadtest, "many concurrent calls; setup, latency, CPU (gateway loadtest -h)"),
+    ):
+        sub.add_parser(name, help=what, add_help=False).set_defaults(func=func, own_flags=True)
     run = sub.add_parser("run", help="answer calls")
     _common(run)
     run.add_argument("--sip-address", help="address to listen on for SIP and RTP")
@@ -41,16 +51,48 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rtp-port", type=int, help="first RTP port")
     run.add_argument("--records", type=Path, help="call record file (JSON lines)")
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
+    run.set_defaults(func=_run)
     check = sub.add_parser("check", help="validate config and dialplans, print file:line errors")
     _common(check)
+    check.set_defaults(func=_check)
     warm = sub.add_parser("warm", help="render every dialplan prompt into the cache")
     _common(warm)
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return _check(args)
-    if args.command == "warm":
-        return _warm(args)
-    return _run(args)
+    warm.set_defaults(func=_warm)
+    schema = sub.add_parser("schema", help="write JSON Schemas of the YAML files, for editors")
+    schema.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: ./schemas)")
+    schema.set_defaults(func=_schema)
+    parser.set_defaults(own_flags=False)
+    return parser
+
+
+def _call(args: argparse.Namespace) -> int:
+    from gateway.caller.phone_call import main as call_main
+
+    return call_main(args.rest)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway.caller.simulate import main as simulate_main
+
+    return simulate_main(args.rest)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from gateway.caller.loadtest import main as loadtest_main
+
+    return loadtest_main(args.rest)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.config.schema import json_schema
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, target in SCHEMAS.items():
+        module, _, attr = target.partition(":")
+        path = args.out / f"{name}.schema.json"
+        path.write_text(json.dumps(json_schema(getattr(importlib.import_module(module), attr)), indent=2) + "\n")
+        print(path)
+    return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -93,7 +135,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _warm(args: argparse.Namespace) -> int:
     from gateway.dialplan.loader import load_dialplans, flow_texts
-    from gateway.worker.flow import TRANSFER_FAILED_TEXT
+    from gateway.worker.runner import TRANSFER_FAILED_TEXT
     from gateway.speech.prompts import PromptRenderer
 
     settings = _settings(args)
