@@ -7,7 +7,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pjsua2 as pj
 
@@ -17,9 +17,7 @@ from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip import pjutil
 from gateway.sip.message import InviteInfo, parse_invite, printable, problems
-
-if TYPE_CHECKING:
-    from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.port import PortPool
 
 log = logging.getLogger("gateway.sip")
 _keys = itertools.count(1)
@@ -87,10 +85,24 @@ def _host(source: str) -> str:
     return source.rsplit(":", 1)[0]
 
 
+class CallOwner(Protocol):
+    """What a call leg needs of the endpoint holding it (the SipEndpoint, on the pj thread)."""
+
+    settings: Settings
+    policy: IncomingPolicy
+    ports: PortPool
+
+    def post(self, event: ev.Event) -> None: ...
+
+    def adopt(self, leg: GatewayCall, *, referred_by: int, target: str) -> None: ...
+
+    def forget(self, call: GatewayCall) -> None: ...
+
+
 class GatewayCall(pj.Call):
     """A call leg. Talks to asyncio only through plain events keyed by our own call key."""
 
-    def __init__(self, owner: SipEndpoint, account: pj.Account,
+    def __init__(self, owner: CallOwner, account: pj.Account,
                  call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(account, call_id)
         self.key = next(_keys)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pjsua2 as pj
 
@@ -34,6 +34,8 @@ log = logging.getLogger("gateway.sip")
 _PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
 _POLL_MS = 5
 _RTP_CHECK_SECONDS = 0.2  # how long a hijacked stream could carry a call's audio at most
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class _LogWriter(pj.LogWriter):
@@ -90,22 +92,24 @@ class SipEndpoint:
         self._thread.start()
         self._started.result(timeout=30)
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
+    async def run(self, fn: Callable[[], T]) -> T:
         """Run fn on the pj thread and return its result (errors come back without traceback)."""
-        fut: Future[Any] = Future()
+        fut: Future[T] = Future()
         self._commands.put((fn, fut))
         return await asyncio.wrap_future(fut)
 
-    async def call_command(self, key: int, method: str, *args: Any) -> Any:
-        """Invoke a GatewayCall method on the pj thread; CallError when the call is gone."""
+    async def call_command(self, key: int, command: Callable[Concatenate[GatewayCall, P], T],
+                           *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run command(call, *args) on the pj thread for the call with this key, e.g.
+        `call_command(key, GatewayCall.respond, 180)`; CallError when the call is gone."""
 
-        def command() -> Any:
+        def on_call() -> T:
             call = self.calls.get(key)
             if call is None:
                 raise CallError("call has ended")
-            return getattr(call, method)(*args)
+            return command(call, *args, **kwargs)
 
-        return await self.run(command)
+        return await self.run(on_call)
 
     async def set_draining(self, draining: bool) -> None:
         def command() -> None:

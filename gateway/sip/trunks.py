@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pjsua2 as pj
 
 from gateway.config import secrets
-from gateway.config.settings import Trunk
+from gateway.config.settings import Settings, Trunk
 from gateway.sip import events as ev
-
-if TYPE_CHECKING:
-    from gateway.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("gateway.sip")
 _MIN_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
 
 
+class TrunkOwner(Protocol):
+    """What a trunk needs of the endpoint holding it (the SipEndpoint, on the pj thread)."""
+
+    settings: Settings
+
+    def post(self, event: ev.Event) -> None: ...
+
+    def media_config(self, acfg: pj.AccountConfig) -> None: ...
+
+
 class TrunkAccount(pj.Account):
     """Registers to the carrier; pjsua refreshes before expiry, we retry failures with backoff."""
 
-    def __init__(self, owner: SipEndpoint, trunk: Trunk) -> None:
+    def __init__(self, owner: TrunkOwner, trunk: Trunk) -> None:
         super().__init__()
         self.owner = owner
         self.trunk = trunk

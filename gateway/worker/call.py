@@ -16,6 +16,7 @@ from gateway.dialplan.transfers import TransferPolicy
 from gateway.errors import CallError
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
+from gateway.sip.calls import GatewayCall
 from gateway.sip.endpoint import SipEndpoint
 from gateway.sip.message import printable
 
@@ -100,7 +101,7 @@ class Call:
 
     # ---- commands ----
     async def ringing(self) -> None:
-        await self.endpoint.call_command(self.key, "respond", 180)
+        await self.endpoint.call_command(self.key, GatewayCall.respond, 180)
 
     @property
     def outbound(self) -> bool:
@@ -110,7 +111,7 @@ class Call:
         """Where this call may go: agent transfers check it here, the far end's REFER and
         Replaces on the pj thread."""
         self.transfers = policy
-        await self.endpoint.call_command(self.key, "set_transfer_policy", policy)
+        await self.endpoint.call_command(self.key, GatewayCall.set_transfer_policy, policy)
 
     async def answer(self) -> None:
         if self.outbound:
@@ -118,17 +119,17 @@ class Call:
             if self.disconnected.is_set():
                 raise CallError("the referred leg was not answered")
         else:
-            await self.endpoint.call_command(self.key, "respond", 200)
+            await self.endpoint.call_command(self.key, GatewayCall.respond, 200)
         self.record.answered = time.time()
 
     async def reject(self, code: int, reason: str) -> None:
-        await self.endpoint.call_command(self.key, "reject", code, reason)
+        await self.endpoint.call_command(self.key, GatewayCall.reject, code, reason)
 
     async def hangup(self) -> None:
         if self.disconnected.is_set():
             return
         try:
-            await self.endpoint.call_command(self.key, "end")
+            await self.endpoint.call_command(self.key, GatewayCall.end)
         except CallError:
             pass  # already gone: the caller hung up at the same moment
 
@@ -175,7 +176,7 @@ class Call:
 
     async def listen(self, sink: Callable[[bytes], None]) -> None:
         """Send the caller's PCM frames, one per media clock tick, to sink (on pjmedia's clock thread)."""
-        await self.endpoint.call_command(self.key, "listen", sink)
+        await self.endpoint.call_command(self.key, GatewayCall.listen, sink)
 
     def clear_playout(self) -> None:
         """Stop what is playing now; a waiting play() returns at once."""
@@ -195,7 +196,7 @@ class Call:
         """Send keypad tones (0-9 * # A-D) to the caller; returns the method used."""
         if not digits or len(digits) > MAX_DIGITS or not set(digits.upper()) <= set(DIGITS):
             raise ValueError(f"keypad digits are 1-{MAX_DIGITS} of {DIGITS}, not {digits!r}")
-        method = await self.endpoint.call_command(self.key, "send_digits", digits.upper())
+        method = await self.endpoint.call_command(self.key, GatewayCall.send_digits, digits.upper())
         log.info("call %s: sent digits %s (%s)", self.key, digits, method)
         return method
 
@@ -223,7 +224,7 @@ class Call:
         while not self._transfer.empty():
             self._transfer.get_nowait()
         try:
-            await self.endpoint.call_command(self.key, "transfer", uri)
+            await self.endpoint.call_command(self.key, GatewayCall.transfer, uri)
         except CallError as exc:
             return 500, str(exc)
         deadline = time.monotonic() + timeout

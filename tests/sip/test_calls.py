@@ -206,7 +206,7 @@ def test_fifth_concurrent_call_is_busy(gateway):
 
 
 def test_metrics_show_calls(gateway):
-    text = gateway.worker.metrics()
+    text = gateway.metrics()
     for name in ("gateway_calls_active", "gateway_calls_total", "gateway_call_setup_seconds_bucket",
                  "gateway_rtp_frames_total", "gateway_playout_underruns_total"):
         assert name in text
