@@ -1,11 +1,13 @@
-"""Walks an agent script on a live call: disclosure, say/play, spoken or keypad gathers with
-the fallback policy, branches, transfer, hangup. Audio and timing belong to CallSession."""
+"""Walks a script on a live call, agent script or dialplan flow alike: disclosure, say/play/pause,
+spoken or keypad gathers with the fallback policy, keypad menus, branches, llm, transfer, hangup.
+Everything is spoken through the session's voice (whatever TTS is configured); audio and timing
+belong to CallSession."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from gateway.worker import metrics
 from gateway.conversation import fallback as fb
@@ -14,13 +16,14 @@ from gateway.worker import webhooks
 from gateway.worker.llm_step import LlmConversation
 from gateway.worker.untrusted import spoken
 from gateway.errors import ProviderError
-from gateway.worker.flow import TRANSFER_FAILED_TEXT
 from gateway.speech.base import LanguageModel
 from gateway.worker.session import Answer, CallSession
 
 log = logging.getLogger("gateway.agent")
 GOODBYE = "Thank you for calling. Goodbye."
 ESCALATE = "Let me connect you with someone who can help."
+TRANSFER_FAILED_TEXT = "Sorry, the transfer did not go through."
+_KEY_POLL = 0.02  # seconds: how often a menu prompt looks for a key that cuts it short
 
 
 class ScriptEnded(Exception):
@@ -76,18 +79,27 @@ class ScriptRunner:
         values = {k: spoken(v) for k, v in data.items() if k in self.script.variables}
         return {k: v for k, v in values.items() if v}
 
-    async def steps(self, steps: Sequence[sc.Step]) -> None:
+    async def steps(self, steps: Sequence[sc.Step], until_key: bool = False) -> bool:
+        """Run steps in order. until_key (a menu's prompt): a key pressed cuts the prompt short
+        and the rest of it is skipped; returns False when that happened."""
         for step in steps:
-            await self.step(step)
+            self.call.record.steps.append(type(step).__name__.lower())
+            if until_key and self.call.pending_digit():
+                return False
+            if not await self.step(step, until_key):
+                return False
+        return True
 
-    async def step(self, step: sc.Step) -> None:
+    async def step(self, step: sc.Step, until_key: bool = False) -> bool:
         if isinstance(step, sc.Say):
-            await self._say(sc.fill(step.text, self.variables))
-        elif isinstance(step, sc.Play):
-            await self.session.say(step.clip or step.path.name, clip=step.path,
-                                   turn_end=self._take_turn_end())
-        elif isinstance(step, sc.Gather):
-            await self.gather(step)
+            return await self._until_key(self._say(sc.fill(step.text, self.variables)), until_key)
+        if isinstance(step, sc.Play):
+            return await self._until_key(self.session.say(
+                step.clip or step.path.name, clip=step.path, turn_end=self._take_turn_end()), until_key)
+        if isinstance(step, sc.Pause):
+            return await self._until_key(asyncio.sleep(step.seconds), until_key)
+        if isinstance(step, sc.Gather):
+            await (self.menu(step) if step.menu else self.gather(step))
         elif isinstance(step, sc.Branch):
             await self.steps(step.select(self.variables.get(step.variable)))
         elif isinstance(step, sc.Transfer):
@@ -97,6 +109,26 @@ class ScriptRunner:
             raise ScriptEnded("completed")
         elif isinstance(step, sc.Llm):
             await self.converse(step)
+        return True
+
+    async def _until_key(self, work: Awaitable[object], until_key: bool) -> bool:
+        """Await work; with until_key, a key pressed stops it (and what is playing) at once."""
+        if not until_key:
+            await work
+            return True
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                if self.call.pending_digit():
+                    task.cancel()
+                    self.call.clear_playout()
+                    await asyncio.wait({task})
+                    return False
+                await asyncio.wait({task}, timeout=_KEY_POLL)
+        finally:
+            task.cancel()
+        task.result()
+        return True
 
     async def _hangup(self) -> None:
         await self.call.hangup()
@@ -158,6 +190,36 @@ class ScriptRunner:
                 prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
                 continue
             await self._give_up(decision)
+
+    async def menu(self, g: sc.Gather) -> None:
+        """A keypad menu: prompt (cut short by a key), digits, the matching branch; no_input or
+        no_match before asking again, `failed` after the last attempt."""
+        for _attempt in range(g.attempts):
+            await self.steps(g.prompt_steps, until_key=True)
+            digits = await self._collect(g)
+            if not digits:
+                await self.steps(g.no_input)
+                continue
+            branch = g.branch(digits)
+            if branch is not None:
+                if g.name:
+                    self.variables[g.name] = digits
+                await self.steps(branch)
+                return
+            log.info("call %s: no branch for %r", self.call.key, digits)
+            await self.steps(g.no_match)
+        await self.steps(g.failed)
+
+    async def _collect(self, g: sc.Gather) -> str:
+        digits = ""
+        timeout = g.timeout
+        while len(digits) < g.max_digits:
+            digit = await self.call.next_digit(timeout)  # type: ignore[arg-type]
+            if digit is None or (g.terminator and digit == g.terminator):
+                break
+            digits += digit
+            timeout = g.inter_digit_timeout
+        return digits
 
     def _classify(self, g: sc.Gather, answer: Answer) -> tuple[str, str | None]:
         if answer.empty:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.worker import metrics
-from gateway.worker.runner import ScriptRunner
+from gateway.worker.runner import TRANSFER_FAILED_TEXT, ScriptEnded, ScriptRunner
 from gateway.script.model import AgentScript
 from gateway.conversation.turns import TurnConfig
 from gateway.worker.call import Call
@@ -23,7 +23,6 @@ from gateway.dialplan import model as dp
 from gateway.dialplan.loader import flow_texts
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import CallError
-from gateway.worker.flow import TRANSFER_FAILED_TEXT, FlowEnded, FlowRunner
 from gateway.media.audio import load_wav
 from gateway.speech.prompts import PromptRenderer
 from gateway.speech.vendors.local import PiperTTS, WhisperSTT
@@ -202,14 +201,9 @@ class Worker:
         call.record.setup_ms = round(setup * 1000, 2)
         metrics.call_answered(setup)
         if isinstance(action, dp.AgentAction):
-            work = self._converse(call, action.script)  # type: ignore[arg-type]
-        else:
-            runner = FlowRunner(call, self._speak, self._clip, self.settings.operator_uri)
-            if isinstance(action, dp.TransferAction):
-                steps: tuple[dp.Step, ...] = (dp.Transfer(action.target, action.on_failure),)
-            else:
-                steps = action.steps
-            work = runner.run(steps)
+            work = self._converse(call, action.script)
+        else:  # a flow, or a transfer: a script that needs no recogniser
+            work = self._converse(call, action.script(route.dialplan), listen=False)
         flow = asyncio.create_task(work)
         hangup = asyncio.create_task(call.disconnected.wait())
         try:
@@ -227,7 +221,7 @@ class Worker:
         flow.cancel()
         try:
             await flow
-        except (asyncio.CancelledError, FlowEnded, CallError):
+        except (asyncio.CancelledError, ScriptEnded, CallError):
             pass
         return "caller_hangup"
 
@@ -255,8 +249,9 @@ class Worker:
             log.exception("call %s: call record not written", call.key)
         log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
 
-    async def _converse(self, call: Call, script: AgentScript) -> str:
-        """An agent script on the offline engines: hear, think, speak until the script ends."""
+    async def _converse(self, call: Call, script: AgentScript, listen: bool = True) -> str:
+        """A script on the configured engines: hear, think, speak until the script ends. Without
+        listen (a dialplan flow), only keys are heard: no recogniser runs."""
         turn_config = TurnConfig(frame_ms=self.settings.frame_ms)
         if script.end_of_turn_ms:
             turn_config = replace(turn_config, end_silence_ms=script.end_of_turn_ms)
@@ -265,10 +260,11 @@ class Worker:
         engines = self._engines
         session = CallSession(call, engines.stt, engines.tts, turn_config, self._clip,
                               keyterms=script.vocabulary)
-        await session.start()
+        if listen:
+            await session.start()
         runner = ScriptRunner(script, session, self.settings.operator_uri,
                               {"caller": call.incoming.caller, "called": call.incoming.dialled},
-                              llm=engines.llm)
+                              llm=engines.llm if listen else None)
         try:
             return await runner.run()
         finally:
@@ -280,13 +276,6 @@ class Worker:
             await session.close()
 
     # ---- audio sources ----
-    async def _speak(self, text: str) -> bytes:
-        cached = self.prompts.cached(text)
-        if cached is not None:
-            return cached
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tts, self.prompts.render, text)
-
     async def _clip(self, path: Path) -> bytes:
         pcm = self._clips.get(path)
         if pcm is None:
