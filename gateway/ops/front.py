@@ -34,6 +34,7 @@ from gateway.ops.kamailio_config import (
     FrontError,
     FrontSettings,
     FrontWorker,
+    configmap_with,
     ctl_path,
     host,
     render_config,
@@ -269,15 +270,6 @@ def write_deploy(deploy: Path) -> list[Path]:
         manifest.write_text(configmap_with(manifest.read_text(), cfg))
         written.append(manifest)
     return written
-
-
-def configmap_with(manifest: str, cfg: str) -> str:
-    """front.yaml with its `kamailio.cfg: |` block replaced by cfg (indented by four)."""
-    match = re.search(r"^  kamailio\.cfg: \|\n((?:    .*\n|\n)*)", manifest, re.MULTILINE)
-    if match is None:
-        raise FrontError("front.yaml has no `  kamailio.cfg: |` block")
-    block = "".join(f"    {line}\n" if line else "\n" for line in cfg.splitlines())
-    return manifest[:match.start(1)] + block + manifest[match.end(1):]
 
 
 if __name__ == "__main__":

@@ -219,3 +219,12 @@ def render_deploy_config() -> str:
         "TCPTRUSTED": str(TRUSTED_TCP_LIFETIME),
     }
     return render_template(values)
+
+
+def configmap_with(manifest: str, cfg: str) -> str:
+    """deploy/k8s/front.yaml with its `kamailio.cfg: |` block replaced by cfg (indented by four)."""
+    match = re.search(r"^  kamailio\.cfg: \|\n((?:    .*\n|\n)*)", manifest, re.MULTILINE)
+    if match is None:
+        raise FrontError("front.yaml has no `  kamailio.cfg: |` block")
+    block = "".join(f"    {line}\n" if line else "\n" for line in cfg.splitlines())
+    return manifest[:match.start(1)] + block + manifest[match.end(1):]

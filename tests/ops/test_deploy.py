@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.ops.front import configmap_with
-from gateway.ops.kamailio_config import render_deploy_config
+from gateway.ops.kamailio_config import configmap_with, render_deploy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
