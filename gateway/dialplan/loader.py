@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, Tag, ValidationInfo, field_validator
 
 from gateway.config import schema
 from gateway.config.schema import Flag, Invalid, Lines, Number, Strict, Text, Whole, between, listed
@@ -34,7 +34,7 @@ from gateway.dialplan.model import (
 from gateway.dialplan.transfers import OPERATOR, TransferPolicy, is_pattern, normalize_target
 from gateway.errors import ConfigError
 from gateway.script.model import script_targets, script_texts, step_targets, step_texts
-from gateway.script.steps import StepCheck, StepFile, TransferTo, build_steps, target
+from gateway.script.steps import StepCheck, StepFile, TransferSpec, build_steps, by_shape
 
 __all__ = ["DialplanFile", "dialplan_files", "flow_texts", "load_dialplans"]
 
@@ -150,10 +150,7 @@ class RejectFile(Strict):
 
 Code = between(Whole, at_least=400, at_most=699)
 RejectSpec = Annotated[Union[Annotated[Code, Tag("code")], Annotated[RejectFile, Tag("RejectFile")]],
-                       Discriminator(lambda v: "RejectFile" if isinstance(v, dict) else "code")]
-TransferSpec = Annotated[Union[Annotated[Annotated[Text, AfterValidator(target)], Tag("target")],
-                               Annotated[TransferTo, Tag("TransferTo")]],
-                         Discriminator(lambda v: "TransferTo" if isinstance(v, dict) else "target")]
+                       by_shape("RejectFile", "code")]
 
 
 class ActionFile(Strict):

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, Discriminator, Field, StringConstraints, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, Tag, ValidationInfo, field_validator, model_validator
 
 from gateway.config import schema
 from gateway.config.schema import Invalid, Lines, Number, Strict, Text, Whole, between, listed, matching
@@ -28,7 +28,8 @@ from gateway.script.model import (
     Webhook,
     WebhookPolicy,
 )
-from gateway.script.steps import IDENTIFIER, Method, StepCheck, StepFile, Url, build_steps, check_wav, target
+from gateway.script.steps import (IDENTIFIER, Method, StepCheck, StepFile, Url, build_steps, by_shape, check_wav,
+                                  target)
 
 __all__ = ["ScriptFile", "load_agent", "load_agent_checked"]
 
@@ -52,7 +53,7 @@ class ClipFile(Strict):
 
 
 ClipSpec = Annotated[Union[Annotated[Wav, Tag("file")], Annotated[ClipFile, Tag("ClipFile")]],
-                     Discriminator(lambda v: "ClipFile" if isinstance(v, dict) else "file")]
+                     by_shape("ClipFile", "file")]
 
 
 class FallbackFile(Strict):
@@ -79,7 +80,7 @@ class WebhookFile(Strict):
 
 
 WebhookSpec = Annotated[Union[Annotated[Url, Tag("url")], Annotated[WebhookFile, Tag("WebhookFile")]],
-                        Discriminator(lambda v: "WebhookFile" if isinstance(v, dict) else "url")]
+                        by_shape("WebhookFile", "url")]
 
 
 def _network(text: str) -> str:

@@ -44,7 +44,8 @@ from gateway.script.model import (
     placeholders,
 )
 
-__all__ = ["StepCheck", "StepFile", "build_steps", "check_wav", "url", "target", "method"]
+__all__ = ["StepCheck", "StepFile", "TransferSpec", "build_steps", "by_shape", "check_wav", "method", "target",
+           "url"]
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what LLM function-calling APIs accept
@@ -112,7 +113,7 @@ def _shown(value: Any) -> str:
     return "nothing" if value is None else repr(str(value).lower() if isinstance(value, bool) else str(value))
 
 
-def _by_shape(mapping: str, other: str) -> Any:
+def by_shape(mapping: str, other: str) -> Any:
     """A discriminator for `X or {mapping}` values: the member named by the value's shape."""
     return Discriminator(lambda value: mapping if isinstance(value, dict) else other)
 
@@ -130,11 +131,11 @@ class TransferTo(Strict):
 
 
 TransferSpec = Annotated[Union[Annotated[Target, Tag("target")], Annotated[TransferTo, Tag("TransferTo")]],
-                         _by_shape("TransferTo", "target")]
+                         by_shape("TransferTo", "target")]
 Steps = list["StepFile"]
 Expect = Annotated[Union[Annotated[list[Text], Tag("list")],
                          Annotated[dict[str, Union[listed(Text), None]], Tag("dict")]],
-                   _by_shape("dict", "list")]
+                   by_shape("dict", "list")]
 Prompt = Annotated[Union[Annotated[Text, Tag("text")], Annotated[listed("StepFile"), Tag("steps")]],
                    Discriminator(lambda v: "steps" if isinstance(v, (dict, list)) else "text")]
 
@@ -258,7 +259,7 @@ def _builtin_tool(name: str) -> str:
 
 ToolSpec = Annotated[Union[Annotated[Annotated[Text, AfterValidator(_builtin_tool)], Tag("builtin")],
                            Annotated[WebhookToolSpec, Tag("WebhookToolSpec")]],
-                     _by_shape("WebhookToolSpec", "builtin")]
+                     by_shape("WebhookToolSpec", "builtin")]
 
 
 class LlmFile(Strict):
