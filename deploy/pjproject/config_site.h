@@ -1,6 +1,7 @@
 /*
- * pjproject build settings for the gateway image (deploy/Dockerfile copies this file to
- * pjlib/include/pj/config_site.h before ./configure).
+ * pjproject build settings of the gateway's pjsua2 module: scripts/build-pjsua2 (used by
+ * scripts/setup and deploy/Dockerfile) copies this file to pjlib/include/pj/config_site.h before
+ * ./configure, and rebuilds when it changes.
  *
  * The stock pjsua2-python wheel is built with PJSUA_MAX_CALLS 4: a fifth call gets 486 and
  * uaConfig.maxCalls above 4 is clamped silently. Here one worker process can hold up to 512 calls;
