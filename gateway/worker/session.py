@@ -34,6 +34,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # an offline recogniser on a busy machine can take seconds, and giving up early loses the answer.
 _TRANSCRIPT_WAIT = 6.0
 MAX_QUEUED_FRAMES = 500  # 10 s of 20 ms frames
+_FLUSH_WAIT = 5.0  # seconds a closed recogniser stream may take to hand over its last words
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ class CallSession:
         if self._recognising is not None:
             # Closing lets the recogniser flush its last words; they still go in the transcript.
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._recognising
+                await asyncio.wait_for(self._recognising, _FLUSH_WAIT)
 
     # ---- hearing ----
     async def _hear(self) -> None:
