@@ -2,7 +2,7 @@
 
 pjmedia's clock and port, the RTP packets, the PlayoutBuffer, the VAD, the turn detector and the
 session's audio clock all step by the same frame. 20 ms is the default; 10 ms is the low-latency
-profile (DESIGN §3: with 10 ms packets both ways the media path adds 8.5-15 ms instead of ~24 ms).
+profile (docs/DESIGN.md §3: with 10 ms packets both ways the media path adds 8.5-15 ms instead of ~24 ms).
 No numpy here: the test phone's pure modules import it too.
 """
 

@@ -1,6 +1,6 @@
 """The pjsua2 endpoint on its own thread, and the command queue asyncio uses to drive it.
 
-Every pj object lives and dies on this thread (DESIGN §3). asyncio submits callables with
+Every pj object lives and dies on this thread (docs/DESIGN.md §3). asyncio submits callables with
 `run()` and gets plain results back; callbacks leave as plain events through `post`.
 """
 
@@ -174,7 +174,7 @@ class SipEndpoint:
             except pj.Error as exc:
                 fut.set_exception(CallError(exc.info()))
             except Exception as exc:  # noqa: BLE001
-                # No traceback across threads: frames may hold pj objects (DESIGN §3).
+                # No traceback across threads: frames may hold pj objects (docs/DESIGN.md §3).
                 fut.set_exception(type(exc)(*exc.args) if _plain(exc) else CallError(str(exc)))
 
     def _tick(self, now: float) -> None:
@@ -224,7 +224,7 @@ class SipEndpoint:
         cfg.medConfig.sndClockRate = CLOCK_RATE
         cfg.medConfig.noVad = True
         cfg.medConfig.ecTailLen = 0
-        # Bridge tick and RTP packets of settings.frame_ms (10 ms: DESIGN §3's low-latency profile).
+        # Bridge tick and RTP packets of settings.frame_ms (10 ms is the low-latency profile of docs/DESIGN.md §3).
         pjutil.media_frames(cfg.medConfig, s.frame_ms)
         ep.libInit(cfg)
         bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
@@ -337,7 +337,7 @@ class SipEndpoint:
         while time.monotonic() < deadline and (self.calls or any(t.busy() for t in self.trunks)):
             ep.libHandleEvents(_POLL_MS)
             self._drain_commands()
-        # Ports detached from the bridge asynchronously: let the clock pass them (DESIGN §3).
+        # Ports detached from the bridge asynchronously: let the clock pass them (docs/DESIGN.md §3).
         end = time.monotonic() + 0.6
         while time.monotonic() < end:
             ep.libHandleEvents(_POLL_MS)

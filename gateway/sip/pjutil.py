@@ -1,6 +1,6 @@
 """Small pjsua2 helpers shared by the gateway's SIP layer and the test softphone.
 
-Everything here follows the measured facts in DESIGN.md §3; call these only on the
+Everything here follows the measured facts in docs/DESIGN.md §3; call these only on the
 thread that owns the Endpoint, except read_frame_bytes/write_frame_bytes, which are
 meant for the media clock thread's frame callbacks.
 """

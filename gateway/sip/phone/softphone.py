@@ -3,7 +3,7 @@
     python -m gateway.sip.phone.softphone call --to 127.0.0.1:5080 --number +15550100 [...]
     python -m gateway.sip.phone.softphone answer --bind 127.0.0.1 --port 0 --ready-file PORT [...]
 
-One pjsua2 Endpoint owned by the main thread (DESIGN.md §3), timers checked between
+One pjsua2 Endpoint owned by the main thread (docs/DESIGN.md §3), timers checked between
 libHandleEvents() polls, one JSON object on stdout at exit, logs on stderr. A process
 holds at most 4 calls (the wheel's PJSUA_MAX_CALLS), transfer legs included.
 
@@ -327,7 +327,7 @@ class _Phone:
                 slot.leg.codec = f"{si.codecName}/{si.codecClockRate}"
                 slot.leg.event(f"media active {slot.leg.codec}")
             # Our port as a source first: it starts the tick count, so the first received
-            # frame already has an index (DESIGN.md §3; see phone_media).
+            # frame already has an index (docs/DESIGN.md §3; see phone_media).
             slot.port.startTransmit(am)
             am.startTransmit(slot.port)
 
@@ -516,7 +516,7 @@ class _Phone:
 
     # bookkeeping
     def _reap(self, now: float) -> None:
-        """Drop a Call once DISCONNECTED; its port PORT_LINGER_S later (DESIGN.md §3)."""
+        """Drop a Call once DISCONNECTED; its port PORT_LINGER_S later (docs/DESIGN.md §3)."""
         for slot in self.slots:
             end = slot.leg.disconnected_at
             if end is None:
