@@ -19,7 +19,7 @@ from gateway.config import secrets as gsecrets
 from gateway.config.settings import Settings, read_settings
 from gateway.errors import ProviderError
 from tests.support import wait_until
-from tests.support.agents import plans_dir, serving
+from tests.support.agents import plans_dir, serving, tool_agent
 from tests.support.gateway import GatewayProcess
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.phones import call
@@ -224,23 +224,6 @@ def test_credentials_are_offered_to_the_trunk_realm_only(tmp_path):
 # -- the whole gateway: no secret value in its log, records, journal, metrics or webhooks ------------
 
 
-AGENT = """
-name: secrets
-disclosure: false
-webhooks: {{allow: [127.0.0.1/32], secret_env: HOOK_SECRET}}
-steps:
-  - say: "How can I help?"
-  - llm:
-      instructions: "You book appointments."
-      tools:
-        - webhook:
-            name: check_slot
-            url: "http://127.0.0.1:{port}/slots"
-            description: "Find a free slot on a day"
-            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
-      max_turns: 1
-  - hangup: true
-"""
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -285,7 +268,7 @@ def test_no_secret_reaches_logs_records_webhooks_or_metrics(tmp_path):
     hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     with KamailioRegistrar("gw1", pw1, extra_users={"gw2": pw2}) as registrar, serving(dg), serving(llm):
-        plans = plans_dir(tmp_path, {"secrets": AGENT.format(port=hook.server_address[1])})
+        plans = plans_dir(tmp_path, {"secrets": tool_agent("secrets", hook.server_address[1], secret_env="HOOK_SECRET")})
         turn = speech_wav(tmp_path, "ask", "I would like an appointment on Friday.")
         extra = {
             "log_level": "debug",  # the most a log can say

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["AGENT_BARGE", "plans_dir", "serving"]
+__all__ = ["AGENT_BARGE", "plans_dir", "serving", "tool_agent"]
 
 F = TypeVar("F")
 
@@ -22,6 +22,29 @@ steps:
   - gather: {name: answer, prompt: "What is your name?"}
   - say: "Thanks, {answer}."
   - hangup: true
+"""
+
+
+def tool_agent(name: str, port: int, *, secret_env: str = "", goodbye: str = "") -> str:
+    """An agent whose LLM step may call one webhook tool, `check_slot`, on 127.0.0.1:port."""
+    secret = f", secret_env: {secret_env}" if secret_env else ""
+    farewell = f'  - say: "{goodbye}"\n' if goodbye else ""
+    return f"""
+name: {name}
+disclosure: false
+webhooks: {{allow: [127.0.0.1/32]{secret}}}
+steps:
+  - say: "How can I help?"
+  - llm:
+      instructions: "You book appointments."
+      tools:
+        - webhook:
+            name: check_slot
+            url: "http://127.0.0.1:{port}/slots"
+            description: "Find a free slot on a day"
+            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
+      max_turns: 1
+{farewell}  - hangup: true
 """
 
 

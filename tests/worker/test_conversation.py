@@ -11,7 +11,7 @@ import pytest
 
 from gateway.media.audio import dominant_frequency, load_wav, rms_dbfs, save_wav, tone
 from gateway.speech.vendors.local import WhisperSTT
-from tests.support.agents import AGENT_BARGE, plans_dir, serving
+from tests.support.agents import AGENT_BARGE, plans_dir, serving, tool_agent
 from tests.support.gateway import REPO, GatewayProcess
 from tests.support.phones import Answerer, call
 from tests.support.speech import speech_wav
@@ -133,23 +133,6 @@ class _Webhook(BaseHTTPRequestHandler):
         pass
 
 
-AGENT_LLM = """
-name: llm
-disclosure: false
-webhooks: {{allow: [127.0.0.1/32]}}
-steps:
-  - say: "How can I help?"
-  - llm:
-      instructions: "You book appointments."
-      tools:
-        - webhook:
-            name: check_slot
-            url: "http://127.0.0.1:{port}/slots"
-            description: "Find a free slot on a day"
-            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
-      max_turns: 1
-  - hangup: true
-"""
 
 
 def test_llm_tool_call_to_a_webhook_changes_the_answer(tmp_path):
@@ -163,7 +146,7 @@ def test_llm_tool_call_to_a_webhook_changes_the_answer(tmp_path):
     ])
     try:
         with serving(fake):
-            plans = plans_dir(tmp_path, {"llm": AGENT_LLM.format(port=server.server_address[1])})
+            plans = plans_dir(tmp_path, {"llm": tool_agent("llm", server.server_address[1])})
             turn = speech_wav(tmp_path, "ask", "Is there anything free on Tuesday?")
             extra = {"llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{fake.port}/v1",
                              "model": "test"}}

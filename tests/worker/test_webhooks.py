@@ -496,24 +496,6 @@ def test_a_tool_schema_must_be_valid(tmp_path):
 
 # -- end to end ---------------------------------------------------------------------------------
 
-AGENT_TOOL = """
-name: tool
-disclosure: false
-webhooks: {{allow: [127.0.0.1/32]}}
-steps:
-  - say: "How can I help?"
-  - llm:
-      instructions: "You book appointments."
-      tools:
-        - webhook:
-            name: check_slot
-            url: "http://127.0.0.1:{port}/slots"
-            description: "Find a free slot on a day"
-            parameters: {{type: object, properties: {{day: {{type: string}}}}}}
-      max_turns: 1
-  - say: "Thanks for calling."
-  - hangup: true
-"""
 
 
 def test_a_malformed_webhook_reply_does_not_drop_the_call(tmp_path):
@@ -521,7 +503,7 @@ def test_a_malformed_webhook_reply_does_not_drop_the_call(tmp_path):
     import threading
 
     from tests.fakes.openai_server import FakeOpenAI, Reply, ScriptedToolCall
-    from tests.support.agents import plans_dir, serving
+    from tests.support.agents import plans_dir, serving, tool_agent
     from tests.support.gateway import GatewayProcess
     from tests.support.phones import call
     from tests.support.speech import speech_wav
@@ -540,7 +522,7 @@ def test_a_malformed_webhook_reply_does_not_drop_the_call(tmp_path):
     ])
     try:
         with serving(fake):
-            plans = plans_dir(tmp_path, {"tool": AGENT_TOOL.format(port=server.server_address[1])})
+            plans = plans_dir(tmp_path, {"tool": tool_agent("tool", server.server_address[1], goodbye="Thanks for calling.")})
             turn = speech_wav(tmp_path, "ask", "Is there anything free on Tuesday?")
             extra = {"llm": {"provider": "openai", "base_url": fake.base_url, "model": "test"}}
             with GatewayProcess(tmp_path, plans, extra=extra) as gw:
