@@ -23,6 +23,16 @@ from tests.support.phones import call, result, start_call
 PLAN = 'numbers: ["+15550300"]\nflow:\n  - play: long.wav\n  - play: long.wav\n'
 
 
+def write_plans(tmp: Path) -> Path:
+    """The benchmark's dialplans: +15550300 plays a 30 s tone twice; everything else is refused."""
+    plans = tmp / "dialplans"
+    plans.mkdir()
+    (plans / "bench.yaml").write_text(PLAN)
+    (plans / "default.yaml").write_text("reject: 404\n")
+    save_wav(plans / "long.wav", tone(440, 30.0))
+    return plans
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -52,11 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        plans = tmp / "dialplans"
-        plans.mkdir()
-        (plans / "bench.yaml").write_text(PLAN)
-        (plans / "default.yaml").write_text("reject: 404\n")
-        save_wav(plans / "long.wav", tone(440, 30.0))
+        plans = write_plans(tmp)
         with GatewayProcess(tmp, plans) as gw:
             assert gw.proc is not None
             pid = gw.proc.pid

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.media.audio import save_wav, tone
-from tests.bench.bench_calls import PLAN
+from tests.bench.bench_calls import write_plans
 from tests.bench.bench_workers import cpu, tree
 from tests.support.gateway import GatewayProcess
 from tests.support.sipp import SippFlood, SippUac
 
-NUMBER = "+15550300"  # bench_calls' PLAN: answers and plays a tone
+NUMBER = "+15550300"  # bench_calls' plans: answers and plays a tone
 
 
 def invites_at_workers(gw: GatewayProcess) -> float:
@@ -79,11 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        plans = tmp / "dialplans"
-        plans.mkdir()
-        (plans / "bench.yaml").write_text(PLAN)
-        (plans / "default.yaml").write_text("reject: 404\n")
-        save_wav(plans / "long.wav", tone(440, 30.0))
+        plans = write_plans(tmp)
         extra = {"trunks": [{"name": "local", "allow": ["127.0.0.1/32"]}],
                  "security": {"unknown_sources": args.unknown_sources}}
         with GatewayProcess(tmp, plans, workers=args.workers, extra=extra) as gw:

@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.media.audio import save_wav, tone
-from tests.bench.bench_calls import PLAN, pct
+from tests.bench.bench_calls import pct, write_plans
 from tests.support.gateway import GatewayProcess
 from tests.support.phones import result, start_call
 
@@ -71,11 +70,7 @@ def main() -> None:
     calls = 4 * args.workers
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        plans = tmp / "dialplans"
-        plans.mkdir()
-        (plans / "bench.yaml").write_text(PLAN)
-        (plans / "default.yaml").write_text("reject: 404\n")
-        save_wav(plans / "long.wav", tone(440, 30.0))
+        plans = write_plans(tmp)
         with GatewayProcess(tmp, plans, workers=args.workers) as gw:
             assert gw.proc is not None
             time.sleep(3)
