@@ -23,14 +23,19 @@ __all__ = [
     "DEFAULT_DISCLOSURE",
     "AgentScript",
     "Branch",
+    "ConfirmMode",
     "FallbackConfig",
     "Gather",
     "Hangup",
     "InputMode",
     "Llm",
+    "NumberRange",
     "Pause",
     "Play",
+    "SLOT_TYPES",
     "Say",
+    "Slot",
+    "SlotType",
     "Step",
     "Tool",
     "ToolRef",
@@ -38,6 +43,7 @@ __all__ = [
     "Webhook",
     "WebhookPolicy",
     "WebhookTool",
+    "best_match",
     "confirm_answer",
     "fill",
     "match_expected",
@@ -50,6 +56,12 @@ __all__ = [
 ]
 
 InputMode = Literal["speech", "dtmf", "both"]
+# What a gather's answer is read as (gateway/script/slots.py); text: as said, or one of expect.
+SlotType = Literal["text", "name", "date", "day", "time", "number", "digits", "yes_no", "choice",
+                   "email", "phone"]
+SLOT_TYPES: tuple[str, ...] = SlotType.__args__  # type: ignore[attr-defined]
+# When to read an answer back: auto when the recogniser or the slot's parser is unsure.
+ConfirmMode = Literal["auto", "always", "never"]
 
 DEFAULT_DISCLOSURE = "You're speaking with an automated assistant."
 # Tools the call session implements itself; anything else must be a webhook.
@@ -90,13 +102,45 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True)
+class NumberRange:
+    """A named band of numbers: `small: {below: 50}`. Unset bounds are open; say: the read-back."""
+
+    below: float | None = None
+    at_most: float | None = None
+    above: float | None = None
+    at_least: float | None = None
+    say: str | None = None
+
+    def holds(self, n: float) -> bool:
+        return ((self.below is None or n < self.below) and (self.at_most is None or n <= self.at_most)
+                and (self.above is None or n > self.above) and (self.at_least is None or n >= self.at_least))
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A gather's slot type. ranges: for numbers, canonical value -> band (the first that holds
+    wins). length: for digits, how many (None: any, at least one)."""
+
+    type: SlotType = "text"
+    ranges: Mapping[str, NumberRange] = field(default_factory=lambda: MappingProxyType({}))
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in SLOT_TYPES:
+            raise ValueError(f"unknown slot type {self.type!r}")
+        object.__setattr__(self, "ranges", _frozen(self.ranges))
+
+
+@dataclass(frozen=True, slots=True)
 class Gather:
     """Ask, and take the caller's answer: spoken words or keypad digits.
 
     An answer gather (no branches) stores the answer in variable `name`. expect: canonical value
-    -> synonyms (lowercase; the canonical itself is among them), or None for free text. confirm:
-    read the answer back and wait for yes/no. The script's fallback policy decides what happens
-    when nothing usable comes.
+    -> synonyms (lowercase; the canonical itself is among them), or None for free text. slot: how
+    the answer is read (name, day, time, number, ...; gateway/script/slots.py). confirm: read the
+    answer back and wait for yes/no: `always`, `never`, or `auto` (when the recogniser's or the
+    slot parser's confidence is low). The script's fallback policy decides what happens when
+    nothing usable comes.
 
     A keypad menu (branches: digit string -> steps) plays its prompt steps, cut short by a key,
     collects up to max_digits (ending early at terminator) and runs the matching branch; no_input
@@ -111,7 +155,7 @@ class Gather:
     prompt: str | tuple[Step, ...] = ()
     input: InputMode | None = None  # None: dtmf for menus, speech otherwise
     expect: Mapping[str, tuple[str, ...]] | None = None
-    confirm: bool = False
+    confirm: ConfirmMode | bool = False
     timeout: float | None = None
     max_digits: int = 1
     terminator: str = "#"
@@ -121,11 +165,15 @@ class Gather:
     no_input: tuple[Step, ...] = ()
     no_match: tuple[Step, ...] = ()
     failed: tuple[Step, ...] = ()
+    slot: Slot = Slot()
 
     def __post_init__(self) -> None:
+        if self.confirm not in (True, False, "auto", "always", "never"):
+            raise ValueError(f"confirm must be always, never or auto, got {self.confirm!r}")
         menu = bool(self.branches)
         if self.input is None:
-            object.__setattr__(self, "input", "dtmf" if menu else "speech")
+            keyed = self.slot.type in ("digits", "phone")
+            object.__setattr__(self, "input", "dtmf" if menu else "both" if keyed else "speech")
         if self.timeout is None:
             object.__setattr__(self, "timeout", 5.0 if menu else 6.0)
         if self.timeout <= 0:  # type: ignore[operator]
@@ -139,6 +187,13 @@ class Gather:
     @property
     def menu(self) -> bool:
         return bool(self.branches)
+
+    @property
+    def confirm_mode(self) -> ConfirmMode:
+        """`confirm: true` is always; false (the default) is auto."""
+        if isinstance(self.confirm, bool):
+            return "always" if self.confirm else "auto"
+        return self.confirm
 
     @property
     def prompt_steps(self) -> tuple[Step, ...]:
@@ -401,6 +456,11 @@ def confirm_answer(transcript: str) -> bool | None:
     """A yes/no reply to "I heard X, is that right?"; None when it is neither (or both)."""
     value = _best_match(_YES_NO, transcript)
     return None if value in (None, "unsure") else value == "yes"
+
+
+def best_match(expect: Mapping[str, Iterable[str]], transcript: str) -> str | None:
+    """The one canonical value whose synonym the transcript says (see match_expected)."""
+    return _best_match(expect, transcript)
 
 
 def _best_match(expect: Mapping[str, Iterable[str]], transcript: str) -> str | None:

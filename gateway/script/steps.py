@@ -25,6 +25,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, 
 
 from gateway.config.schema import Invalid, Lines, Number, OneKey, Strict, Text, Whole, between, listed
 from gateway.errors import ConfigError
+from gateway.script.slot_times import WEEKDAYS
 from gateway.script.model import (
     BUILTIN_TOOLS,
     BUILTIN_VARIABLES,
@@ -32,9 +33,12 @@ from gateway.script.model import (
     Gather,
     Hangup,
     Llm,
+    NumberRange,
     Pause,
     Play,
+    SLOT_TYPES,
     Say,
+    Slot,
     Step,
     Tool,
     ToolRef,
@@ -140,14 +144,26 @@ Prompt = Annotated[Union[Annotated[Text, Tag("text")], Annotated[listed("StepFil
                    Discriminator(lambda v: "steps" if isinstance(v, (dict, list)) else "text")]
 
 
+class RangeFile(Strict):
+    """A band of a number slot: `small: {below: 50}`, `mid: {at_least: 1000, at_most: 10000}`."""
+
+    below: Number = Field(None)
+    at_most: Number = Field(None)
+    above: Number = Field(None)
+    at_least: Number = Field(None)
+    say: Text = Field(None)
+
+
 class GatherFile(Strict):
-    """An answer (name, prompt, input, expect, confirm) or a keypad menu (branches and the rest)."""
+    """An answer (name, prompt, type, input, expect, confirm) or a keypad menu (branches and the rest)."""
 
     name: Text = Field(None)
     prompt: Prompt = Field(None)
+    type: Text = Field(None)
     input: Text = Field(None)
     expect: Expect | None = None
-    confirm: bool = Field(False, strict=True)
+    ranges: dict[str, RangeFile] = Field(None)
+    confirm: Any = False
     timeout: between(Number, above=0, at_most=120) = Field(None)
     digits: between(Whole, at_least=1, at_most=32) = 1
     terminator: Any = "#"
@@ -166,6 +182,30 @@ class GatherFile(Strict):
         if name in BUILTIN_VARIABLES:
             raise ValueError(f"'{name}' is built in; pick another name")
         return name
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, kind: str) -> str:
+        if kind not in SLOT_TYPES:
+            raise ValueError(f"type must be one of {', '.join(SLOT_TYPES)}, got {kind!r}{_suggest(kind, SLOT_TYPES)}")
+        return kind
+
+    @field_validator("confirm")
+    @classmethod
+    def _confirm(cls, value: Any) -> bool | str:
+        if isinstance(value, bool) or value in ("always", "never", "auto"):
+            return value
+        raise ValueError(f"expected true or false, or always, never or auto, got {_shown(value)}")
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, ranges: dict[str, RangeFile]) -> dict[str, RangeFile]:
+        if not ranges:
+            raise ValueError("needs at least one range, like small: {below: 50}")
+        for key, band in ranges.items():
+            if all(getattr(band, b) is None for b in ("below", "at_most", "above", "at_least")):
+                raise Invalid(f"range '{key}' needs a bound: below, at_most, above or at_least", key)
+        return ranges
 
     @field_validator("input")
     @classmethod
@@ -338,7 +378,12 @@ class Builder:
     def gather(self, g: GatherFile) -> Gather:
         expect = None if g.expect is None else _expect(g.expect)
         if g.branches is None:
-            return Gather(g.name or "", g.prompt or "", g.input, expect, g.confirm, g.timeout)  # type: ignore[arg-type]
+            slot = Slot(g.type or "text",  # type: ignore[arg-type]
+                        {k: NumberRange(r.below, r.at_most, r.above, r.at_least, r.say)
+                         for k, r in (g.ranges or {}).items()},
+                        g.digits if "digits" in g.model_fields_set else None)
+            return Gather(g.name or "", g.prompt or "", g.input, expect, g.confirm, g.timeout,  # type: ignore[arg-type]
+                          max_digits=slot.length or 1, slot=slot)
         prompt = (Say(g.prompt),) if isinstance(g.prompt, str) else self.steps(g.prompt)
         return Gather(
             name=g.name or "", prompt=prompt, input=g.input, expect=expect, confirm=g.confirm,  # type: ignore[arg-type]
@@ -476,8 +521,23 @@ class StepCheck:
             self.error((*at, "name"), f"gather '{name}' is already on line {self.gathered[name]}")
             return
         self.gathered[name] = self.lines.get((*at, "name"), 0)
-        self.expects[name] = tuple(branches) if isinstance(branches, dict) else expect
+        self.expects[name] = tuple(branches) if isinstance(branches, dict) else self.values(g, at, expect)
         known.add(name)
+
+    def values(self, g: dict, at: Loc, expect: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """The values a typed answer may take, where they are few (for branch cases)."""
+        kind, ranges = g.get("type"), g.get("ranges")
+        if ranges is not None and kind != "number":
+            self.error((*at, "ranges"), "ranges belong to number slots (type: number)", key=True)
+        if kind == "choice" and g.get("expect") is None:
+            self.error(at, "a choice needs 'expect' (its values and what callers say for them)")
+        if kind == "number" and isinstance(ranges, dict):
+            return (*ranges, *(expect or ()))
+        if kind == "yes_no":
+            return (*("yes", "no"), *(expect or ()))
+        if kind == "day" and expect is None:
+            return WEEKDAYS
+        return expect
 
     def expect(self, spec: Any, at: Loc, mode: Any) -> tuple[str, ...] | None:
         """The canonical values, checking that no synonym means two of them."""
