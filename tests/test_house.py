@@ -23,7 +23,10 @@ MAY_IMPORT = {
     "script": {"config", "media", "conversation", "errors"},
     "dialplan": {"config", "media", "script", "errors"},
     "speech": {"config", "media", "errors"},
-    "worker": {"config", "media", "conversation", "script", "dialplan", "speech", "sip", "errors"},
+    "compliance": {"errors"},
+    "store": {"config", "compliance", "errors"},
+    "worker": {"config", "media", "conversation", "script", "dialplan", "speech", "sip", "store", "compliance",
+               "errors"},
     "ops": {"config", "media", "errors"},
 }
 PJSUA_WINGS = {"sip"}
