@@ -120,6 +120,16 @@ class Segmenter:
         return (self._index - self._start) * FRAME_SECONDS if self._in_speech else 0.0
 
     @property
+    def silence_seconds(self) -> float:
+        """Unvoiced time since the last voiced frame of the segment in progress (0 when idle)."""
+        return self._trailing * FRAME_SECONDS if self._in_speech else 0.0
+
+    @property
+    def end(self) -> float:
+        """End of the last voiced frame of the segment in progress, in stream seconds."""
+        return self._last_voiced * FRAME_SECONDS
+
+    @property
     def start(self) -> float:
         """Onset of the segment in progress, in stream seconds."""
         return self._start * FRAME_SECONDS

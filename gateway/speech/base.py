@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 BYTES_PER_SECOND = SAMPLE_RATE * 2  # PCM16 mono
 _END = None  # end of input (in the audio queue) and of events (in the event queue)
+_FINALIZE = object()  # in the audio queue: the turn is over, say the final words for what came before
 
 
 class SttStream(abc.ABC):
@@ -42,7 +43,7 @@ class SttStream(abc.ABC):
     close_timeout = 0.0          # seconds `aclose()` lets `_run` finish before cancelling it
 
     def __init__(self) -> None:
-        self._audio: asyncio.Queue[bytes | None] = asyncio.Queue(self.max_queued_chunks)
+        self._audio: asyncio.Queue[Any] = asyncio.Queue(self.max_queued_chunks)
         self._events: asyncio.Queue[TranscriptEvent | BaseException | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -52,6 +53,7 @@ class SttStream(abc.ABC):
         self._input_ended = False  # end_input() or aclose(): no more audio is taken
         self._closing = False      # aclose(): stop soon rather than finish the work
         self._closed = False
+        self.hints: tuple[str, ...] = ()  # words the caller is likely to say next (see hint())
 
     # -- for the consumer ----------------------------------------------------------------
 
@@ -72,6 +74,16 @@ class SttStream(abc.ABC):
             return
         self._input_ended = True
         self._put_audio(_END)
+
+    def finalize(self) -> None:
+        """The caller's turn is over: a recogniser that holds words back until it hears more
+        silence should say them now. Ordered with the audio pushed before it."""
+        if not self._input_ended:
+            self._put_audio(_FINALIZE)
+
+    def hint(self, words: Sequence[str]) -> None:
+        """Words the caller is likely to say in the next turn; a recogniser may bias towards them."""
+        self.hints = tuple(words)
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         """Interim and final transcripts until the stream ends. Raises ProviderError."""
@@ -109,7 +121,12 @@ class SttStream(abc.ABC):
 
     async def _read_audio(self) -> bytes | None:
         """The next chunk of caller audio; None once the input has ended."""
-        return await self._audio.get()
+        while (item := await self._audio.get()) is _FINALIZE:
+            self._on_finalize()
+        return item
+
+    def _on_finalize(self) -> None:
+        """`finalize()` reached the vendor: every chunk before it has been read."""
 
     def _emit(self, event: TranscriptEvent) -> None:
         self._events.put_nowait(event)

@@ -82,6 +82,7 @@ class FallbackSttStream(SttStream):
         self._keyterms = keyterms
         self._relayed = 0             # bytes of audio handed to the providers' streams
         self._audio_ended = False     # the end of the input has been read
+        self._inner: SttStream | None = None  # the current provider's stream
 
     async def _run(self) -> None:
         for index, provider in enumerate(self._providers):
@@ -97,6 +98,8 @@ class FallbackSttStream(SttStream):
         # The new stream's clock starts at zero: shift its times onto ours.
         offset = self._relayed / BYTES_PER_SECOND
         inner = provider.stream(language=self._language, keyterms=self._keyterms)
+        inner.hint(self.hints)
+        self._inner = inner
         self.close_timeout = inner.close_timeout + 1.0  # room for the provider's own flush
         try:
             await run_until(self._pass_events(inner, offset), self._pass_audio(inner))
@@ -116,6 +119,15 @@ class FallbackSttStream(SttStream):
             await inner.aclose()  # each provider closes its own way (flush or drop)
         else:
             inner.end_input()
+
+    def hint(self, words: Sequence[str]) -> None:
+        super().hint(words)
+        if self._inner is not None:
+            self._inner.hint(words)
+
+    def _on_finalize(self) -> None:
+        if self._inner is not None:
+            self._inner.finalize()
 
     async def _pass_events(self, inner: SttStream, offset: float) -> None:
         async for event in inner.events():

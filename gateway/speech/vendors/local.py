@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WhisperSTT", "WhisperStream", "Transcription", "PiperTTS", "whisper_model_dir"]
 
+log = logging.getLogger("gateway.speech.whisper")
 _WHISPER_RATE = 16000
 
 # One worker for every stream in the process: on a 2-core box, concurrent transcriptions
@@ -91,6 +94,7 @@ class Transcription:
     text: str
     confidence: float  # 0..1
     seconds: float     # wall time spent in the model
+    window: float = 30.0  # seconds of the encoder's input window (30: faster-whisper's own pass)
 
 
 def _confidence(segments: Sequence[Any]) -> float:
@@ -104,10 +108,66 @@ def _confidence(segments: Sequence[Any]) -> float:
     return max(0.0, min(1.0, total / weight)) if weight else 0.0
 
 
+def _compression_ratio(text: str) -> float:
+    """Whisper's own loop check: a transcript stuck repeating itself compresses very well."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class _ShortWindow:
+    """tiny.en through CTranslate2's `generate` with the features padded to a short window.
+
+    faster-whisper always pads to 30 s, and the encoder's cost grows with the window: for a
+    3 s utterance a 10 s window costs a quarter of the time, with the same words (measured
+    in tests/bench/bench_recogniser.py)."""
+
+    def __init__(self, model: WhisperModel) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.model = model
+        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                                   task="transcribe", language="en")
+        self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
+
+    def decode(self, samples: np.ndarray, window: float, prompt: str | None,
+               max_new_tokens: int, beam_size: int = 1) -> tuple[str, float]:
+        from faster_whisper.audio import pad_or_trim
+
+        model, tokenizer = self.model, self.tokenizer
+        features = pad_or_trim(model.feature_extractor(samples), int(window * 100))
+        tokens = model.get_prompt(tokenizer, [], without_timestamps=True, hotwords=prompt)
+        result = model.model.generate(
+            model.encode(features), [tokens], beam_size=beam_size, max_length=len(tokens) + max_new_tokens,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self.suppress)[0]
+        ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(ids).strip()
+        # As faster-whisper: the score is the length-normalised sum of log probabilities.
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1) if ids else -10.0
+        confidence = math.exp(min(0.0, avg_logprob)) * (1.0 - result.no_speech_prob)
+        return text, max(0.0, min(1.0, confidence))
+
+
+_short_lock = threading.Lock()
+_short: _ShortWindow | None = None
+
+
+def _short_window(model: WhisperModel) -> _ShortWindow:
+    global _short
+    with _short_lock:
+        if _short is None or _short.model is not model:
+            _short = _ShortWindow(model)
+        return _short
+
+
 @dataclass(kw_only=True, eq=False)
 class WhisperSTT(SpeechToText):
-    """faster-whisper tiny.en on CPU (int8). Not a streaming model: each stream cuts the
-    call audio into utterances with webrtcvad and transcribes each one when it ends."""
+    """faster-whisper tiny.en on CPU (int8). Not a streaming model: each stream cuts the call
+    audio into utterances with webrtcvad and decodes the utterance in progress as it grows:
+    every `interim_interval` while the caller talks (partial words), and as soon as they pause
+    (`pause_hypothesis` of silence), so that when the turn ends the words are usually known
+    already and the final costs nothing."""
 
     name = "whisper"
 
@@ -117,9 +177,14 @@ class WhisperSTT(SpeechToText):
     hangover: float = 0.36
     max_segment: float = 20.0
     min_speech: float = 0.2
-    # Off by default: one tiny.en pass costs ~0.5-1 s here (the encoder always runs a 30 s
-    # window), so interims would delay the finals.
-    interim_interval: float | None = None
+    # The encoder's window for utterances that fit (None: faster-whisper's 30 s pass always).
+    # A transcript that loops (compression ratio over `loop_ratio`) is decoded again in 30 s.
+    window: float | None = 10.0
+    loop_ratio: float = 2.4
+    # Partial words while the caller talks, only when the model is idle (None: off).
+    interim_interval: float | None = 0.6
+    # Silence (after webrtcvad's own ~80 ms tail) before the words so far are decoded.
+    pause_hypothesis: float | None = 0.04
     # Off by default: biasing tiny.en made it repeat words, and the prompt tends to leak into
     # transcripts of noise.
     keyterms_as_prompt: bool = False
@@ -132,14 +197,13 @@ class WhisperSTT(SpeechToText):
 
     def warm_up(self) -> None:
         """Load the model now (blocking) instead of on the first utterance."""
-        _whisper(self.threads)
+        model = _whisper(self.threads)
+        if self.window is not None:
+            _short_window(model)
 
     def stream(self, *, language: str = "en", keyterms: Sequence[str] = ()) -> WhisperStream:
         if language.split("-")[0].lower() != "en":
             raise ProviderError(self.name, f"tiny.en only knows English, not {language!r}")
-        prompt = None
-        if self.keyterms_as_prompt and keyterms:
-            prompt = ", ".join(keyterms) + "."
         segmenter = Segmenter(
             Vad(self.aggressiveness, floor_dbfs=None),  # its hangover is tuned with webrtcvad's tail
             preroll=self.preroll,
@@ -147,7 +211,14 @@ class WhisperSTT(SpeechToText):
             max_length=self.max_segment,
             min_speech=self.min_speech,
         )
-        return WhisperStream(self, segmenter, prompt)
+        return WhisperStream(self, segmenter, tuple(keyterms))
+
+    def prompt(self, keyterms: Sequence[str], hints: Sequence[str] = ()) -> str | None:
+        """The decoder prompt for a stream's vocabulary and the words expected next, if any."""
+        if not self.keyterms_as_prompt:
+            return None
+        words = list(dict.fromkeys(w.strip() for w in (*keyterms, *hints) if w.strip()))[:40]
+        return ", ".join(words) + "." if words else None
 
     def transcribe(self, pcm: bytes, prompt: str | None = None) -> Transcription:
         """Transcribe one utterance of PCM16 8 kHz (blocking: call it from a worker thread)."""
@@ -158,6 +229,16 @@ class WhisperSTT(SpeechToText):
         # (one-shot resampling flushes it), and 3 s takes well under 1 ms either way.
         samples = soxr.resample(samples, SAMPLE_RATE, _WHISPER_RATE, quality="HQ")
         seconds = samples.size / _WHISPER_RATE
+        max_new = min(200, int(16 + 8 * seconds))  # bounds runaway repetition
+        if self.window is not None and seconds + 0.5 <= self.window:
+            try:
+                text, confidence = _short_window(model).decode(samples, self.window, prompt, max_new,
+                                                                self.beam_size)
+            except Exception as exc:  # vendor edge
+                raise ProviderError(self.name, f"transcription failed: {exc}", retryable=True) from exc
+            if _compression_ratio(text) <= self.loop_ratio:
+                return Transcription(text, confidence, time.perf_counter() - t0, self.window)
+            log.debug("short window looped (%r); decoding the full window", text[:80])
         try:
             segments, _info = model.transcribe(
                 samples,
@@ -168,7 +249,7 @@ class WhisperSTT(SpeechToText):
                 initial_prompt=prompt,
                 without_timestamps=True,
                 vad_filter=False,  # already segmented by our VAD
-                max_new_tokens=min(200, int(16 + 8 * seconds)),  # bounds runaway repetition
+                max_new_tokens=max_new,
             )
             segments = list(segments)  # decoding happens while iterating
         except Exception as exc:  # vendor edge
@@ -181,7 +262,7 @@ class WhisperSTT(SpeechToText):
 class _Job:
     pcm: bytes
     start: float
-    end: float
+    end: float         # end of the last voiced frame in `pcm`
     final: bool
     speech_final: bool
     ordinal: int  # finals queued up to this job: an interim is stale once a later final exists
@@ -189,21 +270,26 @@ class _Job:
 
 class WhisperStream(SttStream):
     """One call's recognition stream: VAD cuts the audio as it comes (µs per frame, on the
-    loop), while the utterances it cut are transcribed in the shared whisper thread."""
+    loop), while the utterances it cut are transcribed in the shared whisper thread. The
+    latest decoding of the utterance in progress is kept: a final whose voiced audio is the
+    same (only silence came since) is that decoding, with no second pass."""
 
     name = "whisper"
 
-    def __init__(self, stt: WhisperSTT, segmenter: Segmenter, prompt: str | None) -> None:
+    def __init__(self, stt: WhisperSTT, segmenter: Segmenter, keyterms: tuple[str, ...] = ()) -> None:
         super().__init__()
         self._stt = stt
         self._seg = segmenter
-        self._prompt = prompt
+        self._keyterms = keyterms
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._buf = bytearray()  # a partial frame left over from the last chunk
         self._finals = 0
         self._last_interim = 0.0
         self._interim_pending = False
+        self._decoded: tuple[float, float] | None = None  # (start, end) of the last interim queued
+        self._heard: tuple[float, float, Transcription] | None = None  # its result
         self.last_transcription: Transcription | None = None  # for latency metrics
+        self.reused_finals = 0  # finals that were an earlier decoding of the same audio
 
     async def _run(self) -> None:
         # Transcription carries on while the next utterance is being cut.
@@ -217,7 +303,7 @@ class WhisperStream(SttStream):
                 segment = self._seg.push(bytes(self._buf[i : i + FRAME_BYTES]))
                 if segment is not None:
                     self._queue_final(segment)
-                elif self._interim_due():
+                elif self._pause_due() or self._interim_due():
                     self._queue_interim()
             del self._buf[:n]
         segment = self._seg.flush()  # the input ended: transcribe what is in progress
@@ -225,12 +311,27 @@ class WhisperStream(SttStream):
             self._queue_final(segment)
         self._jobs.put_nowait(None)  # end of jobs
 
+    def _on_finalize(self) -> None:
+        # The turn is over (the session's endpointing said so before our hangover did).
+        segment = self._seg.flush()
+        if segment is not None:
+            self._queue_final(segment)
+
     def _queue_final(self, segment: Segment) -> None:
         self._finals += 1
         self._interim_pending = False
+        self._decoded = None
         self._jobs.put_nowait(
             _Job(segment.pcm, segment.start, segment.end, True, segment.ended_by_silence, self._finals)
         )
+
+    def _pause_due(self) -> bool:
+        """The caller paused, and the words up to the pause have not been decoded yet."""
+        pause = self._stt.pause_hypothesis
+        seg = self._seg
+        if pause is None or not seg.in_speech or seg.silence_seconds + 1e-6 < pause:
+            return False
+        return self._decoded != (seg.start, seg.end)
 
     def _interim_due(self) -> bool:
         interval = self._stt.interim_interval
@@ -243,18 +344,25 @@ class WhisperStream(SttStream):
     def _queue_interim(self) -> None:
         self._interim_pending = True
         self._last_interim = self._seg.now
+        self._decoded = (self._seg.start, self._seg.end)
         self._jobs.put_nowait(
-            _Job(self._seg.snapshot(), self._seg.start, self._seg.now, False, False, self._finals)
+            _Job(self._seg.snapshot(), self._seg.start, self._seg.end, False, False, self._finals)
         )
 
     async def _transcribe_jobs(self) -> None:
         while (job := await self._jobs.get()) is not None:
             if not job.final and job.ordinal != self._finals:
                 continue  # its segment has ended; the final supersedes it
-            result = await self._transcribe(job.pcm)
+            heard = self._heard
+            if job.final and heard is not None and heard[:2] == (job.start, job.end):
+                result = heard[2]  # only silence since that decoding: the same words
+                self.reused_finals += 1
+            else:
+                result = await self._transcribe(job.pcm)
             self.last_transcription = result
             if not job.final:
                 self._interim_pending = False
+                self._heard = (job.start, job.end, result)
             if not result.text or (not job.final and job.ordinal != self._finals):
                 continue  # not speech, or an interim overtaken by its final
             self._emit(TranscriptEvent(text=result.text, is_final=job.final, confidence=result.confidence,
@@ -264,7 +372,8 @@ class WhisperStream(SttStream):
         global _jobs_in_flight
         with _jobs_lock:
             _jobs_in_flight += 1
-        future = _WHISPER_POOL.submit(self._stt.transcribe, pcm, self._prompt)
+        prompt = self._stt.prompt(self._keyterms, self.hints)
+        future = _WHISPER_POOL.submit(self._stt.transcribe, pcm, prompt)
         future.add_done_callback(_job_done)
         # If this task is cancelled the thread still finishes the job; its result is dropped.
         return await asyncio.wrap_future(future)
