@@ -21,7 +21,7 @@ MAY_IMPORT = {
     "config": {"errors", "media"},
     "sip": {"config", "media", "errors"},
     "script": {"config", "media", "conversation", "errors"},
-    "dialplan": {"config", "media", "script", "errors"},
+    "dialplan": {"config", "media", "script", "compliance", "errors"},
     "speech": {"config", "media", "errors"},
     "compliance": {"errors"},
     "store": {"config", "compliance", "errors"},

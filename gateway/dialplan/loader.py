@@ -31,6 +31,7 @@ from gateway.dialplan.model import (
     When,
     normalize_number,
 )
+from gateway.dialplan.records_file import Recording, RedactKinds, RetentionFile, record_policy
 from gateway.dialplan.transfers import OPERATOR, TransferPolicy, is_pattern, normalize_target
 from gateway.errors import ConfigError
 from gateway.script.model import script_targets, script_texts, step_targets, step_texts
@@ -212,6 +213,9 @@ class _Plan(Strict):
     ring: between(Number, at_least=0, at_most=300) = 0.0
     rules: list[RuleFile] = []
     transfers: TransfersFile = TransfersFile()
+    redact: RedactKinds = Field(None, description="PII kinds replaced by markers in everything stored")
+    retention: RetentionFile = Field(None)
+    recording: Recording = Field(None)
 
     @field_validator("numbers")
     @classmethod
@@ -338,7 +342,8 @@ def _load_file(path: Path) -> tuple[Dialplan | None, Lines, list[ConfigError]]:
     policy = TransferPolicy(tuple(model.transfers.allow), model.transfers.caller_refer)
     actions = (action, *(rule.action for rule in rules))
     policy = policy.with_targets(tuple(t for a in actions for t in _action_targets(a)))
-    plan = Dialplan(path.stem, str(path), numbers, model.timezone, model.ring, rules, action, policy)
+    plan = Dialplan(path.stem, str(path), numbers, model.timezone, model.ring, rules, action, policy,
+                    record_policy(model.redact, model.retention, model.recording))
     return plan, found, []
 
 

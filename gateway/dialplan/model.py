@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from gateway.compliance.policy import RecordPolicy
 from gateway.dialplan.transfers import TransferPolicy
 from gateway.script.model import AgentScript, Gather, Hangup, Pause, Play, Say, Step, Transfer
 
@@ -133,6 +134,7 @@ class Route:
     action: Action
     ring_seconds: float
     transfers: TransferPolicy = TransferPolicy()
+    records: RecordPolicy = RecordPolicy()
 
 
 NOT_FOUND = Route("none", RejectAction(404, "Not Found"), 0.0)
@@ -149,6 +151,8 @@ class Dialplan:
     action: Action = RejectAction(404, "Not Found")
     # Where this plan's calls may be transferred (its own transfer steps' targets included).
     transfers: TransferPolicy = TransferPolicy()
+    # What its calls' records redact and keep, and whether they are recorded.
+    records: RecordPolicy = RecordPolicy()
 
     def route(self, caller: str, now: datetime) -> Route:
         """First matching rule wins, else the plan's own action. now must be timezone-aware."""
@@ -157,7 +161,7 @@ class Dialplan:
         local = now.astimezone(ZoneInfo(self.timezone))
         who = normalize_number(caller)
         action = next((r.action for r in self.rules if r.when.matches(who, local)), self.action)
-        return Route(self.name, action, self.ring_seconds, self.transfers)
+        return Route(self.name, action, self.ring_seconds, self.transfers, self.records)
 
 
 @dataclass(frozen=True, slots=True)
