@@ -10,6 +10,9 @@ Inputs
                             The gateway never mixes its own playout into that stream, so agent
                             audio cannot be mistaken for caller speech and no echo gate is needed.
     on_transcript(...)      ASR interim/final results, used as evidence, never as a trigger.
+                            With `until` (the end of the speech the words cover, on this clock)
+                            they are also a hypothesis for semantic endpointing.
+    expect(kind, words)     what the question now asked expects (utterance.KINDS), or None.
     agent_speaking(b, now)  agent audio started (True) or finished/was cleared (False). A paused
                             playout is still "speaking": only the end of the audio counts.
     set_interruptible(b)    whether the agent step now playing may be barged into.
@@ -23,6 +26,12 @@ Decisions worth knowing
 - A turn ends `end_silence_ms` after the caller's last speech, or earlier on an ASR final with
   `speech_final` and words, but only once the VAD also hears silence (the VAD has the last word
   while the caller is audibly talking).
+- Semantic endpointing: a hypothesis that covers the caller's speech up to the current silence
+  (`until` at or after its start, less a frame of VAD slack) is judged by `utterance.verdict`
+  against what was asked. A whole answer ends the turn after `complete_silence_ms` instead of
+  `end_silence_ms`; words that stop mid-phrase wait `incomplete_silence_ms`, and then an ASR
+  `speech_final` does not end the turn early either. The caller talking again drops the
+  hypothesis. `complete_silence_ms=None` turns this off (silence alone, as before).
 - Barge-in: caller speech over interruptible agent audio pauses playout at once (PausePlayout),
   after `pause_onset_ms` of voiced frames (one 20 ms frame by default: the wire goes quiet within
   a frame or two of the caller's onset, and a false start costs only a short pause). It stays
@@ -44,7 +53,10 @@ Decisions worth knowing
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from gateway.conversation.utterance import Verdict, verdict
 
 __all__ = [
     "ConfirmBargeIn",
@@ -60,6 +72,8 @@ __all__ = [
 
 # Frame times are sums of floats (1.00 + k * 0.02): compare durations with a microsecond of slack.
 _EPS = 1e-6
+# A recogniser's VAD and ours disagree on where speech ended by a frame or a few.
+_UNTIL_SLACK = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +86,20 @@ class TurnConfig:
     end_silence_ms: int = 500
     barge_in_min_ms: int = 250
     resume_silence_ms: int = 200
+    # Semantic endpointing (None: off): silence after a whole answer, and after words that
+    # stop mid-phrase. 250 ms is about the gap between two speakers in conversation.
+    complete_silence_ms: int | None = 250
+    incomplete_silence_ms: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("frame_ms", "onset_ms", "pause_onset_ms", "end_silence_ms", "resume_silence_ms"):
+        for name in ("frame_ms", "onset_ms", "pause_onset_ms", "end_silence_ms", "resume_silence_ms",
+                     "incomplete_silence_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.barge_in_min_ms < 0:
             raise ValueError(f"barge_in_min_ms must not be negative, got {self.barge_in_min_ms}")
+        if self.complete_silence_ms is not None and self.complete_silence_ms <= 0:
+            raise ValueError(f"complete_silence_ms must be positive, got {self.complete_silence_ms}")
         if self.resume_silence_ms > self.end_silence_ms:
             # A paused agent must resume before the caller's turn could have ended.
             raise ValueError("resume_silence_ms must not exceed end_silence_ms")
@@ -144,6 +165,10 @@ class TurnDetector:
         self._end_silence = cfg.end_silence_ms / 1000
         self._barge_min = cfg.barge_in_min_ms / 1000
         self._resume_silence = cfg.resume_silence_ms / 1000
+        self._complete_silence = None if cfg.complete_silence_ms is None else cfg.complete_silence_ms / 1000
+        self._incomplete_silence = cfg.incomplete_silence_ms / 1000
+        self._expect: tuple[str | None, tuple[str, ...]] = (None, ())
+        self._verdict: Verdict | None = None  # of the hypothesis covering the current silence
         self._state = TurnState.IDLE
         self._agent_speaking = False
         self._interruptible = True
@@ -192,7 +217,17 @@ class TurnDetector:
         self._expire(now, out)
         return out
 
-    def on_transcript(self, text: str, is_final: bool, speech_final: bool, now: float) -> list[TurnAction]:
+    @property
+    def verdict(self) -> Verdict | None:
+        """How complete the caller's words up to the current silence are (None: no hypothesis)."""
+        return self._verdict
+
+    def expect(self, kind: str | None, words: Sequence[str] = ()) -> None:
+        """What the question now asked expects: an utterance kind, and a choice's words."""
+        self._expect = (kind, tuple(words))
+
+    def on_transcript(self, text: str, is_final: bool, speech_final: bool, now: float,
+                      until: float | None = None) -> list[TurnAction]:
         out: list[TurnAction] = []
         self._expire(now, out)
         if not text.strip():
@@ -202,8 +237,12 @@ class TurnDetector:
         elif self._state is TurnState.IDLE and self._recent is not None and self._can_barge_in():
             self._speech_start, self._quiet_since = self._recent
             self._confirm(now, out)
+        if until is not None:
+            self._judge(text, until)
+            self._expire(now, out)  # a shorter silence may be over already
         if self._state is TurnState.TURN and is_final and speech_final and self._quiet_since is not None:
-            self._end_turn(now, self._quiet_since, out)
+            if until is None or self._verdict is not Verdict.INCOMPLETE:
+                self._end_turn(now, self._quiet_since, out)
         return out
 
     def agent_speaking(self, started: bool, now: float) -> list[TurnAction]:
@@ -235,7 +274,7 @@ class TurnDetector:
         if self._quiet_since is None:
             return None
         if self._state is TurnState.TURN:
-            return self._quiet_since + self._end_silence
+            return self._quiet_since + self._turn_silence()
         if self._state is TurnState.PENDING:
             return self._quiet_since + self._resume_silence
         return None  # IGNORED bursts expire silently on the next input
@@ -247,6 +286,21 @@ class TurnDetector:
 
     # -- internals -------------------------------------------------------------
 
+    def _judge(self, text: str, until: float) -> None:
+        if self._complete_silence is None or self._state is not TurnState.TURN:
+            return
+        if self._quiet_since is None or until + _UNTIL_SLACK < self._quiet_since:
+            return  # the caller is talking, or the words stop before the current silence
+        kind, words = self._expect
+        self._verdict = verdict(text, kind, words)
+
+    def _turn_silence(self) -> float:
+        if self._verdict is Verdict.COMPLETE and self._complete_silence is not None:
+            return min(self._complete_silence, self._end_silence)
+        if self._verdict is Verdict.INCOMPLETE:
+            return max(self._incomplete_silence, self._end_silence)
+        return self._end_silence
+
     def _long_enough(self, now: float) -> bool:
         return now - self._speech_start + _EPS >= self._barge_min
 
@@ -256,6 +310,7 @@ class TurnDetector:
     def _on_onset(self, run_start: float, now: float, out: list[TurnAction]) -> None:
         if self._state is not TurnState.IDLE:
             self._quiet_since = None  # the caller kept talking
+            self._verdict = None
             return
         self._speech_start = run_start
         self._quiet_since = None
@@ -279,6 +334,7 @@ class TurnDetector:
         out.append(TurnEnded(now, self._speech_start, speech_end))
         self._state = TurnState.IDLE
         self._quiet_since = None
+        self._verdict = None
 
     def _expire(self, now: float, out: list[TurnAction]) -> None:
         if self._recent is not None and now + _EPS >= self._recent[1] + self._end_silence:
@@ -287,7 +343,7 @@ class TurnDetector:
         if quiet is None:
             return
         if self._state is TurnState.TURN:
-            if now + _EPS >= quiet + self._end_silence:
+            if now + _EPS >= quiet + self._turn_silence():
                 self._end_turn(now, quiet, out)
         elif self._state is TurnState.PENDING:
             if now + _EPS >= quiet + self._resume_silence:
