@@ -25,6 +25,7 @@ from gateway.sip import events as ev
 from gateway.sip import pjutil
 from gateway.sip.calls import GatewayCall, IncomingPolicy, rtp_source_allowed
 from gateway.sip.flood import FloodConfig, FloodGuard
+from gateway.sip.message import printable
 from gateway.sip.pjfilter import RequestFilter
 from gateway.sip.tcp_caps import TcpCaps
 from gateway.sip.port import CLOCK_RATE, PortPool
@@ -77,7 +78,7 @@ class SipEndpoint:
                         settings.unknown_sources),  # type: ignore[arg-type]
             trusted=self.policy.trusted_host)
         self._filter = RequestFilter(lambda source, method: self.flood.verdict(
-            source, method, time.monotonic()))
+            source, method, time.monotonic()), on_digit=self._on_info_digit)
         self._tcp_caps: TcpCaps | None = None
         self.calls: dict[int, GatewayCall] = {}
         self.ports = PortPool(settings.frame_ms)
@@ -292,6 +293,14 @@ class SipEndpoint:
             key=call.key, dialled=decision.info.dialled, caller=decision.info.caller,
             call_id=decision.info.call_id, source=prm.rdata.srcAddress, trunk=decision.trunk,
             received_at=time.monotonic(), playout=call.playout))
+
+    def _on_info_digit(self, call_id: str, digit: str) -> None:
+        """An `application/dtmf` INFO digit that the strict edge answered: to its call."""
+        wanted = printable(call_id)
+        for call in self.calls.values():
+            if call.info is not None and call.info.call_id == wanted:
+                self._post(ev.Dtmf(call.key, digit, "info"))
+                return
 
     def _defer(self, fn: Callable[[], Any]) -> None:
         self._commands.put((fn, Future()))

@@ -90,6 +90,13 @@ def problems(text: str, datagram: bool = True) -> tuple[int, str] | None:
     return None
 
 
+def split_message(text: str) -> tuple[str, list[tuple[str, str]], str]:
+    """(start line, headers as (lower-case full name, value) with folding undone, body)."""
+    head, body, _ = _split(text)
+    lines = _unfold(head)
+    return (lines[0] if lines else ""), list(_headers(lines[1:])), body
+
+
 def _media_type(value: str) -> str:
     return "".join(value.split(";", 1)[0].split()).lower()
 

@@ -8,8 +8,9 @@ it runs once for the module and each test checks its own message's row of INDEX.
   - never a 2xx where no_2xx=yes, and a 2xx to an SDP offer shares a codec with it;
   - the first final code matches `expect`: alternatives `a|b`, `2xx`, `~400` (a final response
     other than 400: a valid request must be answered), `drop` (no response within ~1 s), `any`.
-Rows marked xfail are answered (or dropped) by pjsip/pjsua itself before the gateway's code
-sees the request; only INVITEs reach the gateway's own checks (gateway/sip/message.py).
+Every request meets the strict SIP edge (gateway/sip/strict.py, sent from the pjsip module of
+gateway/sip/pjfilter.py) before pjsip's transaction layer; rows marked xfail are dropped by
+pjsip's parser before any module sees them.
 """
 
 from __future__ import annotations
@@ -32,20 +33,11 @@ class Unexpected(AssertionError):
     """The gateway's answer is not what the row expects (the only failure an xfail covers)."""
 
 
-_OPTIONS_BY_PJSUA = "pjsua answers OPTIONS itself with 200; the gateway never sees OPTIONS, and pjsua "
-_NO_MODULE = ("pjsip drops out-of-dialog requests no module handles (endpoint: 'dropped/unhandled by "
-              "any modules'); pjsua has no handler for ")
-_URI_SCHEME = ("pjsip's parser only knows sip/sips/tel Request-URIs and drops this datagram as a "
-               "'Request Line' syntax error instead of answering 416; the gateway never sees it")
+_URI_SCHEME = ("pjsip's parser (2.15 and 2.17) drops this datagram as a 'Request Line' syntax "
+               "error before any module sees it, so no 416 can be sent; answering it needs a parser "
+               "patch in the project's pjproject build")
 
 XFAIL = {
-    "intmeth": _NO_MODULE + "unknown methods, so no 501/405 is sent",
-    "esc02": _NO_MODULE + "unknown methods (RE%47IST%45R is not REGISTER), so no 501/405 is sent",
-    "escnull": _NO_MODULE + "REGISTER, so it is never answered (no 405/501)",
-    "dblreq": _NO_MODULE + "REGISTER, so it is never answered (no 405/501)",
-    "mismatch01": _OPTIONS_BY_PJSUA + "does not compare the CSeq method (INVITE) with the request's",
-    "mcl01": _OPTIONS_BY_PJSUA + "ignores the second Content-Length",
-    "bext01": _OPTIONS_BY_PJSUA + "does not check Require (no 420 with Unsupported)",
     "unkscm": _URI_SCHEME,
     "novelsc": _URI_SCHEME,
 }
