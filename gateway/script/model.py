@@ -166,6 +166,7 @@ class Gather:
     no_match: tuple[Step, ...] = ()
     failed: tuple[Step, ...] = ()
     slot: Slot = Slot()
+    read_back: str | None = None  # the confirmation's words, e.g. "{day} at {time}" (default: the value)
 
     def __post_init__(self) -> None:
         if self.confirm not in (True, False, "auto", "always", "never"):

@@ -80,8 +80,10 @@ def parse_yes_no(text: str) -> str | None:
         return "no"
     if first in ("no", "nope", "nah", "wrong", "actually", "incorrect"):
         return "no"
-    yes = any(_has(said, y.replace("'", "")) for y in _YES)
     no = any(_has(said, n) for n in _NO) or re.search(r"\bnot\b", said) is not None
+    for phrase in _NO:  # "not right" holds no "right"
+        said = re.sub(rf"\b{re.escape(phrase)}\b", " ", said)
+    yes = any(_has(said, y.replace("'", "")) for y in _YES)
     if yes and no:
         return None
     return "yes" if yes else "no" if no else None

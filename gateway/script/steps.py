@@ -164,6 +164,7 @@ class GatherFile(Strict):
     expect: Expect | None = None
     ranges: dict[str, RangeFile] = Field(None)
     confirm: Any = False
+    read_back: Text = Field(None)
     timeout: between(Number, above=0, at_most=120) = Field(None)
     digits: between(Whole, at_least=1, at_most=32) = 1
     terminator: Any = "#"
@@ -383,7 +384,7 @@ class Builder:
                          for k, r in (g.ranges or {}).items()},
                         g.digits if "digits" in g.model_fields_set else None)
             return Gather(g.name or "", g.prompt or "", g.input, expect, g.confirm, g.timeout,  # type: ignore[arg-type]
-                          max_digits=slot.length or 1, slot=slot)
+                          max_digits=slot.length or 1, slot=slot, read_back=g.read_back)
         prompt = (Say(g.prompt),) if isinstance(g.prompt, str) else self.steps(g.prompt)
         return Gather(
             name=g.name or "", prompt=prompt, input=g.input, expect=expect, confirm=g.confirm,  # type: ignore[arg-type]
@@ -521,6 +522,7 @@ class StepCheck:
             self.error((*at, "name"), f"gather '{name}' is already on line {self.gathered[name]}")
             return
         self.gathered[name] = self.lines.get((*at, "name"), 0)
+        self.text(g.get("read_back"), (*at, "read_back"), {*known, name})
         self.expects[name] = tuple(branches) if isinstance(branches, dict) else self.values(g, at, expect)
         known.add(name)
 
