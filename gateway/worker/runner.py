@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from gateway.worker import metrics
 from gateway.conversation import fallback as fb
 from gateway.script import model as sc
+from gateway.script import slots
 from gateway.worker import webhooks
 from gateway.worker.llm_step import LlmConversation
 from gateway.worker.untrusted import spoken
@@ -34,13 +38,15 @@ class ScriptEnded(Exception):
 
 class ScriptRunner:
     def __init__(self, script: sc.AgentScript, session: CallSession, operator_uri: str,
-                 variables: dict[str, str], llm: LanguageModel | None = None) -> None:
+                 variables: dict[str, str], llm: LanguageModel | None = None, timezone: str = "UTC") -> None:
         self._llm = llm
         self.script = script
         self.session = session
         self.call = session.call
         self._operator_uri = operator_uri
         self.variables: dict[str, str] = {**script.variables, **variables}
+        self._spoken: dict[str, str] = {}  # gathered answers as read back, for {name} in what is said
+        self._timezone = timezone  # the dialplan's: "tomorrow" is the caller's tomorrow
         self._turn_end: float | None = None
 
     async def run(self) -> str:
@@ -92,7 +98,7 @@ class ScriptRunner:
 
     async def step(self, step: sc.Step, until_key: bool = False) -> bool:
         if isinstance(step, sc.Say):
-            return await self._until_key(self._say(sc.fill(step.text, self.variables)), until_key)
+            return await self._until_key(self._say(sc.fill(step.text, self.speakable)), until_key)
         if isinstance(step, sc.Play):
             return await self._until_key(self.session.say(
                 step.clip or step.path.name, clip=step.path, turn_end=self._take_turn_end()), until_key)
@@ -158,7 +164,7 @@ class ScriptRunner:
             max_no_input=f.max_no_input, max_no_match=f.max_no_match,
             max_total_failures=f.max_failures, low_confidence_threshold=f.low_confidence,
             has_transfer_target=f.escalate_to is not None, no_input_timeout=g.timeout))
-        prompt = sc.fill(g.prompt, self.variables)
+        prompt = sc.fill(g.prompt, self.speakable)
         loop = asyncio.get_running_loop()
         first = True
         while True:
@@ -171,25 +177,44 @@ class ScriptRunner:
                                                     max_digits=_max_digits(g))
             if answer.speech_end:
                 self._turn_end = answer.speech_end
-            kind, value = self._classify(g, answer)
-            confidence = 1.0 if answer.digits else answer.confidence
-            if kind == "match" and (g.confirm or confidence < f.low_confidence):
-                # Read it back before acting on it; a "no" counts as not understood.
-                if await self._confirmed(value or ""):
-                    confidence = 1.0
-                else:
+            value = None if answer.empty else self._parse(g, answer)
+            kind = "no_input" if answer.empty else "no_match" if value is None else "match"
+            heard = 1.0 if answer.digits else answer.confidence
+            confidence = min(heard, value.confidence) if value is not None else heard
+            if value is not None:
+                log.info("call %s: %s read as %r (recogniser %.2f, slot %.2f)", self.call.key, g.name,
+                         value.value, heard, value.confidence)
+            mode = g.confirm_mode
+            if value is not None and (mode == "always" or (mode == "auto" and confidence < f.low_confidence)):
+                # Read it back before acting on it; "no, Thursday" corrects it, a bare "no" asks again.
+                value = await self._confirmed(g, value)
+                confidence = 1.0
+                if value is None:
                     kind = "no_match"
-            decision = policy.on_answer(kind, loop.time(), text=value or answer.text,
+            elif mode == "never":
+                confidence = 1.0
+            decision = policy.on_answer(kind, loop.time(), text=value.value if value else answer.text,
                                         confidence=confidence)
             if isinstance(decision, fb.Accept):
-                self.variables[g.name] = value or decision.text
+                self.variables[g.name] = value.value if value else decision.text
+                self._spoken[g.name] = value.spoken if value else decision.text
                 log.info("call %s: %s = %r", self.call.key, g.name, self.variables[g.name])
                 return
             if isinstance(decision, fb.Reprompt):
                 metrics.fallback(decision.kind)
-                prompt = f"{decision.text} {sc.fill(g.prompt, self.variables)}"
+                prompt = f"{decision.text} {sc.fill(g.prompt, self.speakable)}"
                 continue
             await self._give_up(decision)
+
+    @property
+    def speakable(self) -> dict[str, str]:
+        """The variables as they are said: gathered answers in their read-back form ("Friday")."""
+        return {**self.variables, **self._spoken}
+
+    def _parse(self, g: sc.Gather, answer: Answer, text: str | None = None) -> slots.SlotValue | None:
+        today = datetime.now(ZoneInfo(self._timezone)).date()
+        said = answer.digits or answer.text if text is None else text
+        return slots.parse_slot(g.slot, said, g.expect, today=today, keyed=bool(answer.digits) and text is None)
 
     async def menu(self, g: sc.Gather) -> None:
         """A keypad menu: prompt (cut short by a key), digits, the matching branch; no_input or
@@ -221,22 +246,34 @@ class ScriptRunner:
             timeout = g.inter_digit_timeout
         return digits
 
-    def _classify(self, g: sc.Gather, answer: Answer) -> tuple[str, str | None]:
-        if answer.empty:
-            return "no_input", None
-        heard = answer.digits or answer.text
-        value = sc.match_expected(g, heard)
-        if value is None:
-            return "no_match", None
-        return "match", value
+    async def _confirmed(self, g: sc.Gather, value: slots.SlotValue) -> slots.SlotValue | None:
+        """Read the value back; the value the caller agrees to (or corrects it to), else None."""
+        for _ in range(2):
+            self.session.flush_answers()
+            await self._say(f"{self._read_back(g, value)}, is that right?")
+            answer = await self.session.next_answer(6.0, dtmf=True)
+            if answer.digits:
+                return value if answer.digits.startswith("1") else None
+            said = slots.parse_yes_no(answer.text)
+            # "no, Thursday", "Thursday, not Friday", or the answer simply said again.
+            rest = re.sub(r"^\W*(?:no|nope|nah|sorry|actually|wrong)\b[\s,.!]*", "", answer.text,
+                          flags=re.IGNORECASE).strip()
+            other = self._parse(g, answer, rest) if rest and said != "yes" else None
+            if other is not None and other.value != value.value and (said == "no" or g.slot.type != "text"):
+                if min(answer.confidence, other.confidence) >= self.script.fallback.low_confidence:
+                    await self._say(f"{_capital(other.spoken)}, got it.")
+                    return other
+                value = other  # not sure of the correction either: read that one back
+                continue
+            if said == "yes" or (other is not None and other.value == value.value):
+                return value
+            return None
+        return None
 
-    async def _confirmed(self, value: str) -> bool:
-        self.session.flush_answers()
-        await self._say(f"I heard {value.rstrip('.')}. Is that right?")
-        answer = await self.session.next_answer(6.0, dtmf=True)
-        if answer.digits:
-            return answer.digits.startswith("1")
-        return sc.confirm_answer(answer.text) is True
+    def _read_back(self, g: sc.Gather, value: slots.SlotValue) -> str:
+        if g.read_back:
+            return sc.fill(g.read_back, {**self.speakable, g.name: value.spoken})
+        return _capital(value.spoken)
 
     async def _give_up(self, decision: fb.Decision) -> None:
         if isinstance(decision, fb.Apologize):
@@ -276,7 +313,13 @@ class ScriptRunner:
             await self._transfer(self.script.fallback.escalate_to or "operator", ())
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _max_digits(g: sc.Gather) -> int:
+    if g.slot.type in ("digits", "phone"):
+        return g.slot.length or 15
     if not g.expect:
         return 1
     return max((len(s) for syns in g.expect.values() for s in syns if s.isdigit()), default=1)
