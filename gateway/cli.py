@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gateway.config.settings import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 # The files `gateway schema` writes a JSON Schema for: file name -> the model ("module:class").
 SCHEMAS = {
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sip-port", type=int, help="SIP port (UDP and TCP)")
     run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
     run.add_argument("--rtp-port", type=int, help="first RTP port")
-    run.add_argument("--records", type=Path, help="call record file (JSON lines)")
+    run.add_argument("--records", metavar="PATH|URL", help="call store: SQLite file or postgresql:// URL")
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
     run.set_defaults(func=_run)
     check = sub.add_parser("check", help="validate config and dialplans, print file:line errors")
@@ -108,9 +108,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         sip_port=getattr(args, "sip_port", None),
         metrics_port=getattr(args, "metrics_port", None),
         rtp_port_start=getattr(args, "rtp_port", None),
-        records=getattr(args, "records", None),
+        **_records_override(getattr(args, "records", None)),
         workers=getattr(args, "workers", None),
     )
+
+
+def _records_override(records: str | None) -> dict[str, object]:
+    if records is None:
+        return {}
+    if re.match(r"^postgres(ql)?://", records):
+        return {"records_url": records}
+    return {"records": Path(records), "records_url": ""}
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -128,9 +136,43 @@ def _check(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     if errors:
         return 1
+    provider_errors = provider_problems(settings)
+    for error in provider_errors:
+        print(error, file=sys.stderr)
+    if provider_errors:
+        return 1
     print(f"ok: config ({settings.frame_ms} ms media frames) and "
           f"{len(plans.plans) + (plans.default is not None)} dialplans in {settings.dialplans}")
     return 0
+
+
+def provider_problems(settings: Settings) -> list[str]:
+    """Every configured cloud provider built once, as `run` builds them: a missing key, package or
+    bad option is a line naming the setting and what to do, not a traceback at the first call."""
+    from gateway.speech.registry import make_llm, make_stt, make_tts
+
+    local = ("local", "whisper", "piper")
+    options = settings.provider_options
+    wanted = [("stt", name, make_stt) for name in settings.stt if name not in local]
+    if settings.tts not in local:
+        wanted.append(("tts", settings.tts, make_tts))
+    problems = []
+    for setting, name, make in wanted:
+        try:
+            make(name, **options.get(name, {}))
+        except GatewayError as exc:
+            problems.append(f"{setting}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - an SDK's own failure, reported as the setting's
+            problems.append(f"{setting}: {name}: {type(exc).__name__}: {exc}")
+    if settings.llm:
+        llm = dict(settings.llm)
+        try:
+            make_llm(str(llm.pop("provider", "openai")), **llm)
+        except GatewayError as exc:
+            problems.append(f"llm: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"llm: {type(exc).__name__}: {exc}")
+    return problems
 
 
 def _warm(args: argparse.Namespace) -> int:
@@ -167,13 +209,23 @@ def _run(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    problems = provider_problems(settings)
+    if problems:
+        for problem in problems:
+            print(f"gateway run: {problem}", file=sys.stderr)
+        return 1
     if settings.workers > 1:
         from gateway.ops.supervisor import Supervisor
 
         return Supervisor(settings, args.config).run()
+    from gateway.store.db import StoreError
     from gateway.worker.server import Worker
 
-    asyncio.run(Worker(settings).run())
+    try:
+        asyncio.run(Worker(settings).run())
+    except (StoreError, GatewayError) as exc:
+        logging.getLogger("gateway").error("%s", exc)
+        return 1
     return 0
 
 

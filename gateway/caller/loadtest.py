@@ -32,6 +32,7 @@ from typing import Any
 
 from gateway.ops.ports import free_port
 from gateway.sip.phone.cli import MAX_CALLS
+from gateway.sip.target import parse_target, target_arg
 
 __all__ = ["TreeMonitor", "percentiles", "summarise", "format_table", "sipp_scenario", "build_parser", "main"]
 
@@ -283,9 +284,11 @@ def run_sipp(args: argparse.Namespace, work: Path, progress: _Progress,
     scenario = work / "loadtest.xml"
     scenario.write_text(sipp_scenario())
     limit = args.total / args.rate + math.ceil(args.total / args.calls) * (args.duration + 40) + 30
+    target = parse_target(args.target)
+    user = ["-s", args.number or target.user] if args.number or target.user else []  # sipp's default: "service"
     for attempt in range(3):  # a port found free may be taken before sipp binds it: retry with others
         trace = _Trace(work / f"sipp-{attempt}.messages.log")
-        cmd = [sipp, args.target, "-sf", str(scenario), "-s", args.number, "-i", "127.0.0.1", "-p", str(free_port()),
+        cmd = [sipp, target.hostport, "-sf", str(scenario), *user, "-i", "127.0.0.1", "-p", str(free_port()),
                "-mp", str(random.randrange(20000, 60000, 2)), "-ci", "127.0.0.1", "-cp", str(free_port()),
                "-m", str(args.total), "-l", str(args.calls), "-r", f"{args.rate:g}",
                "-d", str(round(args.duration * 1000)), "-recv_timeout", "40000", "-timeout", f"{math.ceil(limit)}s",
@@ -389,8 +392,11 @@ def _positive(text: str) -> float:
 
 def build_parser(prog: str = "gateway loadtest") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Place many concurrent calls and summarise what happened.")
-    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the gateway's SIP address")
-    p.add_argument("--number", required=True, help="the number to call (Request-URI user)")
+    p.add_argument("--target", required=True, metavar="TARGET", type=target_arg,
+                   help="the gateway: HOST[:PORT] or sip:[USER@]HOST[:PORT] (sips: too)")
+    p.add_argument("--number", default="",
+                   help="the number to call (Request-URI user; default: the --target URI's user, "
+                        "else none: the gateway's default dialplan answers)")
     p.add_argument("--calls", type=int, default=4, help="concurrent calls at most (default 4)")
     p.add_argument("--total", type=int, help="calls to place in all (default: --calls)")
     p.add_argument("--rate", type=_positive, default=1.0, help="new calls per second (default 1)")

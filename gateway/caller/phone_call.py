@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from gateway.errors import CallError, GatewayError
+from gateway.sip.target import target_arg
 
 __all__ = ["CLOCK_LATE_WARN_MS", "Turn", "CallReport", "run_call", "format_timeline", "build_parser", "main"]
 
@@ -308,9 +309,10 @@ def build_parser(prog: str = "gateway call") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Place a call that holds a spoken conversation, then print its timeline."
     )
-    p.add_argument("number", help="the number to call (Request-URI user)")
-    p.add_argument("--to", metavar="HOST:PORT", default="127.0.0.1:5060",
-                   help="the gateway or peer (default: %(default)s)")
+    p.add_argument("number", nargs="?", default="",
+                   help="the number to call (Request-URI user; default: the --to URI's user, if any)")
+    p.add_argument("--to", metavar="TARGET", default="127.0.0.1:5060", type=target_arg,
+                   help="the gateway or peer: HOST[:PORT] or sip:[USER@]HOST[:PORT] (default: %(default)s)")
     p.add_argument("--say", dest="turns", action=_TurnAction, default=[], metavar="TEXT",
                    help="a turn spoken with the offline voice (repeatable; --say/--play keep their order)")
     p.add_argument("--play", dest="turns", action=_TurnAction, metavar="FILE", help="a turn played from a WAV file")

@@ -424,3 +424,23 @@ def test_timeline_of_an_unanswered_call() -> None:
 
     report = CallReport("+1555", "h:1", {"status": 486, "reason": "Busy Here", "answered": False}, [])
     assert format_timeline(report) == "call +1555 at h:1: 486 Busy Here (not answered)"
+
+
+@pytest.mark.parametrize("to,number", [("sip:{host}:{port}", ""), ("sip:+15550177@{host}:{port}", "")])
+def test_gateway_call_takes_a_sip_uri(answerer: Any, to: str, number: str) -> None:
+    b = answerer()
+    target = to.format(host=LOOPBACK, port=b.port)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.caller.phone_call", *([number] if number else []), "--to", target,
+         "--hangup-after", "0.5", "--greeting-wait", "0", "--no-transcript", "--json"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "PJSIP_EINVALIDREQURI" not in proc.stderr
+    assert b.result()["answered"]
+
+
+def test_gateway_call_refuses_a_bad_target_with_usage() -> None:
+    proc = subprocess.run([sys.executable, "-m", "gateway.caller.phone_call", "+1555", "--to", "tel:+1555x"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "only sip: and sips: URIs" in proc.stderr and "Traceback" not in proc.stderr

@@ -72,6 +72,25 @@ def test_unknown_number_shows_the_reject_code(gateway):
     assert rc == 1 and out["failures"]["404"]["count"] == 2, out
 
 
+def test_a_sip_uri_target_carries_the_number(gateway):
+    rc, out = loadtest("--target", f"sip:{NUMBER}@{gateway.target}", "--calls", "1", "--duration", "1")
+    assert (rc, out["answered"]) == (0, 1), out
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
+def test_no_number_reaches_the_default_dialplan(gateway):
+    # No --number and no user in the URI: the Request-URI has no user, the default plan answers.
+    rc, out = loadtest("--target", f"sip:{gateway.target}", "--sipp", "--calls", "1")
+    assert rc == 1 and out["failures"]["404"]["count"] == 1, out
+
+
+def test_a_bad_target_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "gateway.caller.loadtest", "--target", "http://x"],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert done.returncode == 2 and "only sip: and sips: URIs" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_percentiles_are_nearest_rank():
     assert percentiles([]) == {"n": 0, "p50": None, "p95": None, "p99": None}
     assert percentiles(list(range(1, 101))) == {"n": 100, "p50": 50, "p95": 95, "p99": 99}

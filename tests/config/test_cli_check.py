@@ -73,3 +73,28 @@ def test_check_reports_every_config_error_at_once(tmp_path):
     assert result.returncode == 1
     assert "gateway.yaml:2:" in result.stderr and "gateway.yaml:3:" in result.stderr
     assert "gateway.yaml:5:" in result.stderr and "unknown_sources" in result.stderr
+
+
+def _no_keys() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items()
+            if k not in ("DEEPGRAM_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "OPENAI_API_KEY")}
+
+
+def test_a_missing_provider_key_is_reported_by_check_and_run(tmp_path: Path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text("stt: [deepgram, local]\ntts: google\nllm: {provider: openai, model: gpt-4o-mini}\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--config", str(config),
+                           "--dialplans", str(REPO / "dialplans")],
+                          capture_output=True, text=True, timeout=60, env=_no_keys())
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert any(line.startswith("stt: deepgram: no API key: set DEEPGRAM_API_KEY") for line in lines), lines
+    assert any(line.startswith("tts: google: no credentials") for line in lines), lines
+    assert any(line.startswith("llm: openai:") and "OPENAI_API_KEY" in line for line in lines), lines
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60, env=_no_keys(), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "gateway run: stt: deepgram: no API key: set DEEPGRAM_API_KEY" in run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from gateway.sip.target import target_arg
 
 __all__ = ["MAX_CALLS", "build_parser"]
 
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--frame-ms", type=int, choices=(10, 20), default=20,
                         help="media frame and RTP packet length; 10 needs a peer that sends 10 ms packets too")
     c = sub.add_parser("call", parents=[common], help="place call(s) and report the outcome")
-    c.add_argument("--to", required=True, help="HOST:PORT of the far end")
-    c.add_argument("--number", required=True, help="user part of the Request-URI")
+    c.add_argument("--to", required=True, type=target_arg,
+                   help="HOST[:PORT] or sip:[USER@]HOST[:PORT] (sips: too) of the far end")
+    c.add_argument("--number", default="", help="user part of the Request-URI (default: the --to URI's)")
     c.add_argument("--from-user", default="softphone")
     c.add_argument("--calls", type=_calls, default=1, help="identical concurrent calls (1-4)")
     c.add_argument("--record", help="WAV of received audio (OUT-1.wav, OUT-2.wav... when --calls > 1)")

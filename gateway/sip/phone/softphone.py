@@ -36,6 +36,7 @@ from gateway.sip.phone.live_turns import LiveTurns
 from gateway.sip.phone.cli import MAX_CALLS, build_parser
 from gateway.sip.phone.media import FrameBank, MediaPort, load_play_frames, write_stereo_wav, write_wav
 from gateway.sip.phone.report import Leg
+from gateway.sip.target import parse_target
 
 __all__ = ["MAX_CALLS", "build_parser", "main", "load_play_frames", "write_wav"]
 
@@ -238,7 +239,7 @@ class _Phone:
 
     def _place_call(self, index: int) -> None:
         a = self.args
-        uri = f"sip:{a.number}@{a.to}" + (";transport=tcp" if a.transport == "tcp" else "")
+        uri = parse_target(a.to).uri(a.number, a.transport)
         slot = _Slot(Leg(index, time.monotonic(), self._record_path(index)))
         slot.leg.record_both_path = self._record_path(index, both=True)
         self.slots.append(slot)
