@@ -25,7 +25,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, 
 
 from gateway.config.schema import Invalid, Lines, Number, OneKey, Strict, Text, Whole, between, listed
 from gateway.errors import ConfigError
-from gateway.script.slot_times import WEEKDAYS
+from gateway.script.slot_file import ConfirmSpec, Ranges, SlotTypeText, build_slot, typed_values
 from gateway.script.model import (
     BUILTIN_TOOLS,
     BUILTIN_VARIABLES,
@@ -33,12 +33,9 @@ from gateway.script.model import (
     Gather,
     Hangup,
     Llm,
-    NumberRange,
     Pause,
     Play,
-    SLOT_TYPES,
     Say,
-    Slot,
     Step,
     Tool,
     ToolRef,
@@ -144,26 +141,16 @@ Prompt = Annotated[Union[Annotated[Text, Tag("text")], Annotated[listed("StepFil
                    Discriminator(lambda v: "steps" if isinstance(v, (dict, list)) else "text")]
 
 
-class RangeFile(Strict):
-    """A band of a number slot: `small: {below: 50}`, `mid: {at_least: 1000, at_most: 10000}`."""
-
-    below: Number = Field(None)
-    at_most: Number = Field(None)
-    above: Number = Field(None)
-    at_least: Number = Field(None)
-    say: Text = Field(None)
-
-
 class GatherFile(Strict):
     """An answer (name, prompt, type, input, expect, confirm) or a keypad menu (branches and the rest)."""
 
     name: Text = Field(None)
     prompt: Prompt = Field(None)
-    type: Text = Field(None)
+    type: SlotTypeText = Field(None)
     input: Text = Field(None)
     expect: Expect | None = None
-    ranges: dict[str, RangeFile] = Field(None)
-    confirm: Any = False
+    ranges: Ranges = Field(None)
+    confirm: ConfirmSpec = False
     read_back: Text = Field(None)
     timeout: between(Number, above=0, at_most=120) = Field(None)
     digits: between(Whole, at_least=1, at_most=32) = 1
@@ -183,30 +170,6 @@ class GatherFile(Strict):
         if name in BUILTIN_VARIABLES:
             raise ValueError(f"'{name}' is built in; pick another name")
         return name
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, kind: str) -> str:
-        if kind not in SLOT_TYPES:
-            raise ValueError(f"type must be one of {', '.join(SLOT_TYPES)}, got {kind!r}{_suggest(kind, SLOT_TYPES)}")
-        return kind
-
-    @field_validator("confirm")
-    @classmethod
-    def _confirm(cls, value: Any) -> bool | str:
-        if isinstance(value, bool) or value in ("always", "never", "auto"):
-            return value
-        raise ValueError(f"expected true or false, or always, never or auto, got {_shown(value)}")
-
-    @field_validator("ranges")
-    @classmethod
-    def _ranges(cls, ranges: dict[str, RangeFile]) -> dict[str, RangeFile]:
-        if not ranges:
-            raise ValueError("needs at least one range, like small: {below: 50}")
-        for key, band in ranges.items():
-            if all(getattr(band, b) is None for b in ("below", "at_most", "above", "at_least")):
-                raise Invalid(f"range '{key}' needs a bound: below, at_most, above or at_least", key)
-        return ranges
 
     @field_validator("input")
     @classmethod
@@ -379,10 +342,7 @@ class Builder:
     def gather(self, g: GatherFile) -> Gather:
         expect = None if g.expect is None else _expect(g.expect)
         if g.branches is None:
-            slot = Slot(g.type or "text",  # type: ignore[arg-type]
-                        {k: NumberRange(r.below, r.at_most, r.above, r.at_least, r.say)
-                         for k, r in (g.ranges or {}).items()},
-                        g.digits if "digits" in g.model_fields_set else None)
+            slot = build_slot(g.type, g.ranges, g.digits if "digits" in g.model_fields_set else None)
             return Gather(g.name or "", g.prompt or "", g.input, expect, g.confirm, g.timeout,  # type: ignore[arg-type]
                           max_digits=slot.length or 1, slot=slot, read_back=g.read_back)
         prompt = (Say(g.prompt),) if isinstance(g.prompt, str) else self.steps(g.prompt)
@@ -528,18 +488,10 @@ class StepCheck:
 
     def values(self, g: dict, at: Loc, expect: tuple[str, ...] | None) -> tuple[str, ...] | None:
         """The values a typed answer may take, where they are few (for branch cases)."""
-        kind, ranges = g.get("type"), g.get("ranges")
-        if ranges is not None and kind != "number":
-            self.error((*at, "ranges"), "ranges belong to number slots (type: number)", key=True)
-        if kind == "choice" and g.get("expect") is None:
-            self.error(at, "a choice needs 'expect' (its values and what callers say for them)")
-        if kind == "number" and isinstance(ranges, dict):
-            return (*ranges, *(expect or ()))
-        if kind == "yes_no":
-            return (*("yes", "no"), *(expect or ()))
-        if kind == "day" and expect is None:
-            return WEEKDAYS
-        return expect
+        values, problems = typed_values(g, expect)
+        for key, message in problems:
+            self.error((*at, key) if key else at, message, key=bool(key))
+        return values
 
     def expect(self, spec: Any, at: Loc, mode: Any) -> tuple[str, ...] | None:
         """The canonical values, checking that no synonym means two of them."""
