@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.worker import metrics
 from gateway.conversation import fallback as fb
+from gateway.conversation.turns import TurnState
 from gateway.script import model as sc
 from gateway.script import slots
 from gateway.worker import webhooks
@@ -252,6 +253,7 @@ class ScriptRunner:
             self.session.flush_answers()
             await self._say(f"{self._read_back(g, value)}, is that right?")
             answer = await self.session.next_answer(6.0, dtmf=True)
+            await self._caller_done()
             if answer.digits:
                 return value if answer.digits.startswith("1") else None
             said = slots.parse_yes_no(answer.text)
@@ -269,6 +271,15 @@ class ScriptRunner:
                 return value
             return None
         return None
+
+    async def _caller_done(self, most: float = 3.0) -> None:
+        """Let the caller finish the sentence whose first words answered ("Yes, ... that's right"),
+        so that what is said next is not cut short by its end; its leftover words are dropped."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + most
+        while self.session.turns.state is not TurnState.IDLE and loop.time() < until:
+            await asyncio.sleep(0.02)
+        self.session.flush_answers()
 
     def _read_back(self, g: sc.Gather, value: slots.SlotValue) -> str:
         if g.read_back:
