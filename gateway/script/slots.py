@@ -219,10 +219,8 @@ def _spell(part: str) -> str:
 
 _NUM = r"\d+(?:\.\d+)?"
 _SCALE = {"k": 1e3, "thousand": 1e3, "grand": 1e3, "million": 1e6, "m": 1e6, "mil": 1e6, "hundred": 1e2}
-_LESS = re.compile(r"\b(?:under|below|less\s+than|fewer\s+than|not\s+even|beneath|lower\s+than)\s*$")
-_UP_TO = re.compile(r"\b(?:up\s+to|at\s+most|max(?:imum)?|no\s+more\s+than|not\s+more\s+than)\s*$")
-_MORE = re.compile(r"\b(?:over|above|more\s+than|greater\s+than|bigger\s+than|beyond|upwards\s+of|north\s+of)\s*$")
-_AT_LEAST = re.compile(r"\b(?:at\s+least|min(?:imum)?|from)\s*$")
+_LESS = re.compile(r"\b(?:under|below|less\s+than|fewer\s+than|not\s+even|beneath|lower\s+than)\s*(?:a\s+|an\s+|about\s+|around\s+)?$")
+_MORE = re.compile(r"\b(?:over|above|more\s+than|greater\s+than|bigger\s+than|beyond|upwards\s+of|north\s+of)\s*(?:a\s+|an\s+|about\s+|around\s+)?$")
 
 
 def _numbers(said: str) -> list[tuple[float, str]]:

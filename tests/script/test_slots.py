@@ -237,4 +237,5 @@ def test_shipped_agents_read_natural_answers() -> None:
     assert answer(leads["company_size"], "we have two hundred people") == "medium"
     assert answer(leads["budget"], "maybe five hundred dollars") == "low"
     assert answer(leads["budget"], "up to ten thousand") == "mid"
+    assert answer(leads["budget"], "Under a thousand.") == "low"
     assert leads["budget"].confirm_mode == "always"
