@@ -19,11 +19,12 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.speech.vendors.openai_llm import PLACEHOLDER_KEY, is_openai_host
-from gateway.caller.scenario import LlmPersona
+from gateway.caller.phone_call import Turn
+from gateway.caller.scenario import LlmPersona, Reply, heard_in
 
 __all__ = [
     "DEFAULT_MAX_TURNS", "HANGUP_MARKER", "OpenAIChat", "Persona", "PersonaError", "PersonaReply",
-    "parse_reply", "system_prompt",
+    "ScriptedPersona", "parse_reply", "system_prompt",
 ]
 
 HANGUP_MARKER = "[HANGUP]"
@@ -45,6 +46,37 @@ class PersonaError(GatewayError):
 class PersonaReply:
     text: str  # what to say; "" when the reply only hangs up
     hangup: bool
+    play: str | None = None  # a recording to play instead of saying text
+
+
+class ScriptedPersona:
+    """A scripted caller who reacts: before each scripted turn, a reply whose `when` the agent has
+    just said (fuzzy, like `asked:`) is said instead; the scripted turn waits for the next pause.
+    After the last turn only replies are said; anything else hangs up."""
+
+    def __init__(self, turns: tuple[Turn, ...], replies: tuple[Reply, ...]) -> None:
+        self._turns = list(turns)
+        self._replies = replies
+        self.said: list[str] = []  # the texts said, in order (recordings as their path)
+
+    def reply(self, heard: str) -> PersonaReply:
+        for reply in self._replies:
+            if heard_in(reply.when, _last_sentences(heard)):
+                self.said.append(reply.say)
+                return PersonaReply(reply.say, False)
+        if not self._turns:
+            return PersonaReply("", True)
+        turn = self._turns.pop(0)
+        self.said.append(turn.value)
+        if turn.kind == "play":
+            return PersonaReply("", False, play=turn.value)
+        return PersonaReply(turn.value, False)
+
+
+def _last_sentences(text: str, n: int = 2) -> str:
+    """What the agent just asked: the end of what it said (a long greeting may name a topic)."""
+    parts = [p for p in re.split(r"(?<=[.?!])\s+", text.strip()) if p]
+    return " ".join(parts[-n:])
 
 
 def system_prompt(instructions: str, goal: str) -> str:

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.errors import GatewayError
-from gateway.caller.persona import Persona
+from gateway.caller.persona import Persona, PersonaReply, ScriptedPersona
 
 __all__ = ["PersonaTurn", "LiveCall", "run_live_call", "load_recogniser", "hear_agent"]
 
 Hear = Callable[[str], str]  # WAV path -> what the agent said
-Speak = Callable[[str, Path], None]  # text, WAV path to write (8 kHz PCM16)
+Speak = Callable[[PersonaReply, Path], None]  # a reply, WAV path to write (8 kHz PCM16)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class LiveCall:
     error: str | None = None  # why the persona could not go on, when it failed
 
 
-def run_live_call(cmd: Sequence[str], env: dict[str, str], persona: Persona, *, hear: Hear, speak: Speak,
+def run_live_call(cmd: Sequence[str], env: dict[str, str], persona: Persona | ScriptedPersona, *, hear: Hear, speak: Speak,
                   workdir: Path, max_turns: int, timeout_s: float, log: IO[str] | None = None) -> LiveCall:
     """Run the softphone command (it must include `--live-turns`) and answer its requests."""
     out = LiveCall()
@@ -89,7 +89,7 @@ def run_live_call(cmd: Sequence[str], env: dict[str, str], persona: Persona, *, 
     return out
 
 
-def _answer(out: LiveCall, msg: dict[str, Any], persona: Persona, hear: Hear, speak: Speak,
+def _answer(out: LiveCall, msg: dict[str, Any], persona: Persona | ScriptedPersona, hear: Hear, speak: Speak,
             workdir: Path, max_turns: int) -> dict[str, Any]:
     turn = int(msg["want_turn"])
     if out.error is not None or turn > max_turns:
@@ -99,16 +99,16 @@ def _answer(out: LiveCall, msg: dict[str, Any], persona: Persona, hear: Hear, sp
     try:
         heard = hear(str(msg["heard"]))
         reply = persona.reply(heard)
-        if not reply.text:
+        if not reply.text and not reply.play:
             out.turns.append(PersonaTurn(turn, heard, "", True, time.monotonic() - t0))
             return {"turn": turn, "hangup": "persona hung up"}
         wav = workdir / f"turn-{turn}.wav"
-        speak(reply.text, wav)
+        speak(reply, wav)
     except GatewayError as exc:
         out.error = f"turn {turn}: {exc}"
         out.turns.append(PersonaTurn(turn, heard, "", True, time.monotonic() - t0, failed=True))
         return {"turn": turn, "hangup": "persona failed"}
-    out.turns.append(PersonaTurn(turn, heard, reply.text, reply.hangup, time.monotonic() - t0))
+    out.turns.append(PersonaTurn(turn, heard, reply.text or str(reply.play), reply.hangup, time.monotonic() - t0))
     return {"turn": turn, "say": str(wav), "last": reply.hangup or turn >= max_turns}
 
 

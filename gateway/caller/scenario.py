@@ -13,6 +13,8 @@ A scenario is one call to one number by a scripted or LLM persona, plus checks o
       turns:                               # said in order, each once the agent has paused
         - "I would like to book an appointment."
         - {play: clips/name.wav}           # a recording instead (relative to this file)
+      replies:                             # said instead of the next turn when the agent just
+        - {when: "is that right", say: "Yes."}   #   asked this (fuzzy, like `asked:`)
       # llm: {base_url: "http://127.0.0.1:11434/v1", model: NAME}  # instead of turns, see below
     impatience_ms: 1500                    # talk over the agent this long after it starts
     max_turns: 8                           # never say more than this many turns
@@ -44,7 +46,13 @@ turn latency; the report lists each persona turn with what it heard and how long
         timeout_s: 30                        # per reply; a slower or failing server ends the scenario
         temperature: 0.7                     # optional (default: the server's)
 
-`voice`, `speaking_rate`, `noise_dbfs`, `turns` and `llm` may also sit at the top level, and a persona may be
+A persona with `replies:` hears the agent live (offline recogniser) before each turn: when what
+the agent just said contains a reply's `when`, that reply is said and the scripted turn waits
+for the next pause; after the last turn, only replies are said, and anything else ends the call.
+When a scenario says its turns as text, `gateway simulate --records FILE` reports the live word
+error rate of the gateway's recogniser on them (per call and overall).
+
+`voice`, `speaking_rate`, `noise_dbfs`, `turns`, `replies` and `llm` may also sit at the top level, and a persona may be
 just its instructions text. Loading errors point at file:line. `evaluate()` judges the checks
 on a finished call: words are compared after normalising (case, punctuation, number words).
 """
@@ -69,11 +77,11 @@ from gateway.errors import ConfigError
 from gateway.speech.prompts import VOICES
 
 __all__ = [
-    "CHECKS", "Check", "CheckResult", "LlmPersona", "Scenario", "ScenarioFile", "evaluate", "load_scenario",
-    "load_scenario_checked",
+    "CHECKS", "Check", "CheckResult", "LlmPersona", "Reply", "Scenario", "ScenarioFile", "evaluate", "heard_in",
+    "load_scenario", "load_scenario_checked", "words",
 ]
 
-_PERSONA_KEYS = ("voice", "speaking_rate", "noise_dbfs", "turns", "llm")  # also allowed at the top
+_PERSONA_KEYS = ("voice", "speaking_rate", "noise_dbfs", "turns", "replies", "llm")  # also allowed at the top
 CHECKS = ("agent_said", "asked", "transferred_to", "hung_up_within_turns", "max_turn_ms", "no_loop", "tool_called")
 _MATCH = 0.8  # similarity (0-1) that counts as "said": tiny.en drops or bends a letter or two
 _SAME = 0.9  # similarity of two agent turns that counts as the same prompt
@@ -105,6 +113,14 @@ class LlmPersona:
 
 
 @dataclass(frozen=True, slots=True)
+class Reply:
+    """Said when the agent has just said `when` (fuzzy), before the next scripted turn."""
+
+    when: str
+    say: str
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     path: Path
     name: str
@@ -115,6 +131,7 @@ class Scenario:
     speaking_rate: float = 1.0
     noise_dbfs: float | None = None  # white noise mixed into every turn the persona says
     turns: tuple[Turn, ...] = ()
+    replies: tuple[Reply, ...] = ()
     llm: LlmPersona | None = None
     impatience_ms: int | None = None
     max_turns: int | None = None
@@ -219,12 +236,20 @@ class LlmFile(Strict):
     temperature: between(Number, at_least=0, at_most=2) | None = None
 
 
+class ReplyFile(Strict):
+    """`{when: TEXT, say: TEXT}`: say this when the agent has just said that."""
+
+    when: Text
+    say: Text
+
+
 class PersonaFile(Strict):
     instructions: Text = ""
     voice: _Voice | None = None
     speaking_rate: _Rate | None = None
     noise_dbfs: _Noise | None = None
     turns: list[_text_or(TurnStep)] | None = None
+    replies: list[ReplyFile] | None = None
     llm: LlmFile | None = None
 
 
@@ -253,6 +278,7 @@ class ScenarioFile(Strict):
     speaking_rate: _Rate | None = None
     noise_dbfs: _Noise | None = None
     turns: list[_text_or(TurnStep)] | None = None
+    replies: list[ReplyFile] | None = None
     llm: LlmFile | None = None
     impatience_ms: between(Whole, at_least=0, at_most=60000) | None = None
     max_turns: between(Whole, at_least=1, at_most=100) | None = None
@@ -278,6 +304,7 @@ class ScenarioFile(Strict):
             instructions=self.persona if isinstance(self.persona, str) else persona.instructions,
             voice=either("voice", "joe"), speaking_rate=either("speaking_rate", 1.0),
             noise_dbfs=either("noise_dbfs", None), turns=tuple(t.turn(path.parent) for t in turns),
+            replies=tuple(Reply(r.when, r.say) for r in either("replies", [])),
             llm=None if llm is None else LlmPersona(llm.base_url, llm.model, timeout_s=llm.timeout_s,
                                                     temperature=llm.temperature),
             impatience_ms=self.impatience_ms, max_turns=self.max_turns, turn_gap_ms=self.turn_gap_ms,
@@ -309,6 +336,16 @@ def _words(text: str) -> list[str]:
     t = text.lower().replace("a.m.", "am").replace("p.m.", "pm").replace("'", "")
     t = re.sub(r"(\d)([a-z])", r"\1 \2", re.sub(r"(\d),(\d{3})", r"\1\2", t))
     return [_NUMBER_WORDS.get(w, w) for w in re.sub(r"[^a-z0-9]+", " ", t).split()]
+
+
+def words(text: str) -> list[str]:
+    """Lowercase words, number words as digits: how checks (and word error rates) compare text."""
+    return _words(text)
+
+
+def heard_in(needle: str, text: str) -> bool:
+    """Whether text says needle, as fuzzily as `agent_said:` judges it."""
+    return _closest(needle, [(0.0, text)])[0] >= _MATCH
 
 
 def _closest(needle: str, texts: Sequence[tuple[float, str]]) -> tuple[float, float, str, str]:

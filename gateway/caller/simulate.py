@@ -47,7 +47,7 @@ from gateway.caller.persona_call import PersonaTurn
 from gateway.caller.scenario import CheckResult, Scenario, evaluate, load_scenario_checked
 from gateway.sip.target import target_arg
 
-__all__ = ["Outcome", "run_scenario", "format_outcome", "junit_xml", "build_parser", "main"]
+__all__ = ["Outcome", "run_scenario", "format_outcome", "junit_xml", "build_parser", "live_wer", "main", "pass_rates"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 _RATE = 8000
@@ -66,7 +66,9 @@ class Outcome:
     seconds: float = 0.0
     record: dict[str, Any] | None = None  # the gateway's call record, with --records
     retried: str = ""  # why an earlier attempt was not kept
-    persona_turns: list[PersonaTurn] = field(default_factory=list)  # an LLM persona's turns
+    persona_turns: list[PersonaTurn] = field(default_factory=list)  # a live persona's turns
+    repeat: int = 0  # which run of the scenario this is (--repeat), 1-based; 0: the only one
+    wer: tuple[int, int] | None = None  # the gateway's recogniser on our words: (errors, words said)
 
     @property
     def passed(self) -> bool:
@@ -90,7 +92,7 @@ def run_scenario(sc: Scenario, to: str, *, records: Path | None = None,
     try:
         with tempfile.TemporaryDirectory(prefix="gateway-simulate-") as tmp:
             both = str(Path(tmp) / "both.wav")
-            if sc.llm is None:
+            if sc.llm is None and not sc.replies:
                 call = _place_call(sc, to, _render(sc, Path(tmp), cache_dir), both, user, log)
                 turns = list(sc.spoken_turns)
             else:
@@ -103,9 +105,41 @@ def run_scenario(sc: Scenario, to: str, *, records: Path | None = None,
         return out
     if records is not None:
         out.record = _find_record(records, user, wall0, time.time())
+        out.wer = live_wer(_said_texts(sc, out), out.record)
     out.results = evaluate(sc, out.report, records=records, record=out.record)
     out.seconds = time.monotonic() - t0
     return out
+
+
+def _said_texts(sc: Scenario, out: Outcome) -> list[str] | None:
+    """What our persona said, as text; None when a recording was among it (its words are unknown)."""
+    if out.report is None:
+        return None
+    turns = out.report.turns
+    if any(t.kind == "play" or t.value.endswith(".wav") for t in turns):
+        return None
+    played = len((out.report.call.get("turns") or []))
+    return [t.value for t in turns[:played] if t.kind == "say"] if played else []
+
+
+def live_wer(said: Sequence[str] | None, record: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(word errors, words said) of what the gateway heard from the caller (its call record)
+    against what the persona said; None when either is unknown."""
+    if said is None or record is None or not said:
+        return None
+    import jiwer
+
+    from gateway.caller.scenario import words
+
+    heard = [str(t.get("text") or "") for t in record.get("transcript") or [] if t.get("who") == "caller"]
+    reference = " ".join(w for text in said for w in words(text))
+    hypothesis = " ".join(w for text in heard for w in words(text))
+    if not reference:
+        return None
+    if not hypothesis:
+        return len(reference.split()), len(reference.split())
+    m = jiwer.process_words(reference, hypothesis)
+    return m.substitutions + m.deletions + m.insertions, len(reference.split())
 
 
 def _render(sc: Scenario, tmp: Path, cache_dir: Path) -> list[str]:
@@ -170,26 +204,31 @@ def _piper_voice(name: str) -> Any:
 
 def _place_llm_call(out: Outcome, sc: Scenario, to: str, both: str, user: str, tmp: Path, cache_dir: Path,
                     log: TextIO | None) -> tuple[dict[str, Any], list[Turn]]:
-    """The call with a live LLM persona; the softphone's JSON and the turns as said."""
-    from gateway.caller.persona import DEFAULT_MAX_TURNS, OpenAIChat, Persona
+    """The call with a live persona (an LLM, or scripted turns with replies); the softphone's JSON
+    and the turns as said."""
+    from gateway.caller.persona import DEFAULT_MAX_TURNS, OpenAIChat, Persona, ScriptedPersona
     from gateway.caller.persona_call import hear_agent, load_recogniser, run_live_call
 
-    assert sc.llm is not None
     stt = load_recogniser()
     speak = _speaker(sc, cache_dir)  # both loaded now: the first turn should not wait for them
-    chat = OpenAIChat(sc.llm)
+    chat = OpenAIChat(sc.llm) if sc.llm is not None else None
+    persona = (Persona(sc.instructions, sc.goal, chat, where=chat.where) if chat is not None
+               else ScriptedPersona(sc.spoken_turns, sc.replies))
+    # Replies do not count towards max_turns; a loop of them ends at max_duration_s or here.
+    most = (sc.max_turns or DEFAULT_MAX_TURNS) if chat is not None else len(sc.spoken_turns) + 2 * len(sc.replies) + 4
     cmd = [*_softphone_cmd(sc, to, [], both, user), "--live-turns", str(tmp)]
     try:
-        live = run_live_call(cmd, _softphone_env(), Persona(sc.instructions, sc.goal, chat, where=chat.where),
+        live = run_live_call(cmd, _softphone_env(), persona,
                              hear=lambda wav: hear_agent(stt, wav, _STT_LOCK), speak=speak, workdir=tmp,
-                             max_turns=sc.max_turns or DEFAULT_MAX_TURNS, timeout_s=sc.max_duration_s + 60, log=log)
+                             max_turns=most, timeout_s=sc.max_duration_s + 60, log=log)
     finally:
-        chat.close()
+        if chat is not None:
+            chat.close()
     out.persona_turns, out.error = live.turns, live.error
     if live.timed_out:
         raise CallError(f"softphone did not finish within {sc.max_duration_s + 60:.0f} s")
     call = _first_call(live.result, live.returncode, live.stderr)
-    return call, [Turn("say", t.said) for t in live.turns if t.said]
+    return call, [Turn("say", t.said) for t in live.turns if t.said]  # a recording shows as its path
 
 
 def _speaker(sc: Scenario, cache_dir: Path) -> Any:
@@ -206,9 +245,15 @@ def _speaker(sc: Scenario, cache_dir: Path) -> Any:
     except Exception as exc:  # vendor edge
         raise GatewayError(f"voice {sc.voice}: cannot load: {exc}") from exc
 
-    def speak(text: str, path: Path) -> None:
+    def speak(reply: Any, path: Path) -> None:
+        from gateway.media.audio import load_wav
+
+        text = reply.text
         try:
-            pcm = renderer.render(text) if sc.speaking_rate == 1.0 else _render_at_rate(sc, text, cache_dir)
+            if reply.play:
+                pcm = load_wav(reply.play)
+            else:
+                pcm = renderer.render(text) if sc.speaking_rate == 1.0 else _render_at_rate(sc, text, cache_dir)
         except GatewayError:
             raise
         except Exception as exc:  # vendor edge
@@ -308,13 +353,17 @@ def _find_record(path: Path, user: str, t0: float, t1: float, wait: float = 8.0)
 def format_outcome(out: Outcome) -> str:
     """One scenario: verdict, goal, every check with its evidence, then the call's timeline."""
     sc = out.scenario
-    lines = [f"{out.verdict}  {sc.name}  ({sc.path}, {sc.number}, {out.seconds:.1f} s)"]
+    run = f" #{out.repeat}" if out.repeat else ""
+    lines = [f"{out.verdict}  {sc.name}{run}  ({sc.path}, {sc.number}, {out.seconds:.1f} s)"]
     if sc.goal:
         lines.append(f"  goal: {sc.goal}")
     if sc.instructions:
         lines.append(f"  persona: {sc.instructions}")
     if sc.llm is not None:
         lines.append(f"  persona LLM: {sc.llm.model} at {sc.llm.base_url}")
+        lines += [f"    {_persona_turn(t)}" for t in out.persona_turns]
+    elif out.persona_turns:
+        lines.append("  persona: scripted, with replies")
         lines += [f"    {_persona_turn(t)}" for t in out.persona_turns]
     if out.error:
         lines.append(f"  error: {out.error}")
@@ -332,6 +381,10 @@ def format_outcome(out: Outcome) -> str:
         lines.append(f"  (max_turns {sc.max_turns}: {len(sc.turns) - len(sc.spoken_turns)} scripted turn(s) left out)")
     if out.record is not None:
         lines.append(f"  gateway record: call {out.record.get('call_id')}, outcome {out.record.get('outcome')}")
+        heard = [t for t in out.record.get("transcript") or [] if t.get("who") == "caller"]
+        lines += [f"    heard {t.get('confidence', '?')}: \"{str(t.get('text'))[:100]}\"" for t in heard]
+    if out.wer is not None:
+        lines.append(f"  live WER: {_rate(*out.wer)} ({out.wer[0]} error(s) in {out.wer[1]} word(s) said)")
     transfer = rep.call.get("transfer") if rep is not None else None
     if transfer:
         new = transfer.get("new_call") or {}
@@ -359,11 +412,38 @@ def _overload(out: Outcome) -> str:
             "timings, and what the agent could hear, are unreliable")
 
 
+def _rate(errors: int, words: int) -> str:
+    return f"{100 * errors / words:.1f} %" if words else "n/a"
+
+
 def _summary(outcomes: Sequence[Outcome]) -> str:
     counts = {v: sum(o.verdict == v for o in outcomes) for v in ("PASS", "FAIL", "ERROR")}
     unchecked = sum(r.status == "NOT CHECKABLE" for o in outcomes for r in o.results)
-    text = f"{len(outcomes)} scenario(s): {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} error(s)"
-    return text + (f"; {unchecked} check(s) not checkable" if unchecked else "")
+    what = "run(s)" if any(o.repeat for o in outcomes) else "scenario(s)"
+    text = f"{len(outcomes)} {what}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} error(s)"
+    text += f"; {unchecked} check(s) not checkable" if unchecked else ""
+    wers = [o.wer for o in outcomes if o.wer is not None]
+    if wers:
+        errors, said = sum(e for e, _ in wers), sum(n for _, n in wers)
+        text += f"\nlive WER over {len(wers)} call(s): {_rate(errors, said)} ({errors} error(s) in {said} word(s))"
+    return text
+
+
+def pass_rates(outcomes: Sequence[Outcome]) -> str:
+    """The task-success table of a --repeat run: each scenario's pass rate, then overall."""
+    by_name: dict[str, list[Outcome]] = {}
+    for out in outcomes:
+        by_name.setdefault(out.scenario.name, []).append(out)
+    width = max(len(name) for name in by_name)
+    lines = [f"{'scenario':<{width}}  passed  rate    live WER"]
+    for name, runs in by_name.items():
+        passed = sum(o.passed for o in runs)
+        wers = [o.wer for o in runs if o.wer is not None]
+        wer = _rate(sum(e for e, _ in wers), sum(n for _, n in wers)) if wers else "-"
+        lines.append(f"{name:<{width}}  {passed:>2}/{len(runs):<3}  {100 * passed / len(runs):5.1f} %  {wer}")
+    total = sum(o.passed for o in outcomes)
+    lines.append(f"{'overall':<{width}}  {total:>2}/{len(outcomes):<3}  {100 * total / len(outcomes):5.1f} %")
+    return "\n".join(lines)
 
 
 def junit_xml(outcomes: Sequence[Outcome], load_errors: Sequence[ConfigError] = (), seconds: float = 0.0) -> str:
@@ -374,7 +454,8 @@ def junit_xml(outcomes: Sequence[Outcome], load_errors: Sequence[ConfigError] = 
                        skipped="0", time=f"{seconds:.3f}",
                        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()))
     for out in outcomes:
-        case = ET.SubElement(suite, "testcase", name=out.scenario.name, classname="simulate",
+        name = f"{out.scenario.name} #{out.repeat}" if out.repeat else out.scenario.name
+        case = ET.SubElement(suite, "testcase", name=name, classname="simulate",
                              file=str(out.scenario.path), time=f"{out.seconds:.3f}")
         text = format_outcome(out)
         if out.error:
@@ -418,6 +499,8 @@ def build_parser(prog: str = "gateway simulate") -> argparse.ArgumentParser:
     p.add_argument("--junit", type=Path, metavar="OUT.xml", help="also write a JUnit XML report")
     p.add_argument("--records", type=Path, metavar="FILE",
                    help="the gateway's call record file (JSON lines): enables tool_called and shows the outcome")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="call each scenario N times and report its pass rate (default 1)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="scenarios called at the same time (default 1)")
     p.add_argument("--retries", type=int, default=1, metavar="N",
                    help="call a failed scenario again when this machine starved our side of it (default 1)")
@@ -451,7 +534,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway simulate") -> i
         return 0
     log = sys.stderr if args.verbose else None
 
-    def run(sc: Scenario) -> Outcome:
+    repeat = max(1, args.repeat)
+
+    def run(job: tuple[Scenario, int]) -> Outcome:
+        sc, k = job
         out = run_scenario(sc, args.to, records=args.records, cache_dir=args.cache_dir, log=log)
         for _ in range(max(0, args.retries)):
             if out.passed or not _overload(out):
@@ -459,11 +545,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway simulate") -> i
             why = _overload(out).split(":")[0]
             out = run_scenario(sc, args.to, records=args.records, cache_dir=args.cache_dir, log=log)
             out.retried = why
+        out.repeat = k if repeat > 1 else 0
         print(format_outcome(out) + "\n", flush=True)
         return out
 
+    jobs = [(sc, k) for k in range(1, repeat + 1) for sc in scenarios]  # round by round
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        outcomes = list(pool.map(run, scenarios))
+        outcomes = list(pool.map(run, jobs))
+    if repeat > 1:
+        print(pass_rates(outcomes) + "\n")
     print(_summary(outcomes))
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)

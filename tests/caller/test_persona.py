@@ -141,3 +141,36 @@ def test_live_turns_speak_json_lines_and_decode_answers_off_the_pj_thread(tmp_pa
     assert answers[1] == LiveAnswer(2, hangup="bye")
     assert answers[2].frames is None and "bad answer" in answers[2].hangup
     assert answers[3] == LiveAnswer(0, hangup="live turns: stdin closed")
+
+
+def test_a_scripted_persona_answers_what_it_was_just_asked_then_goes_on() -> None:
+    from gateway.caller.persona import ScriptedPersona
+    from gateway.caller.phone_call import Turn
+    from gateway.caller.scenario import Reply
+
+    persona = ScriptedPersona((Turn("say", "Friday, please."), Turn("say", "Two pm.")),
+                              (Reply("is that right", "Yes."),))
+    assert persona.reply("Which day suits you?") == PersonaReply("Friday, please.", False)
+    assert persona.reply("So that's Friday, is that rite?") == PersonaReply("Yes.", False)  # fuzzy
+    assert persona.reply("And what time?") == PersonaReply("Two pm.", False)
+    assert persona.reply("Friday at 2 pm, is that right?") == PersonaReply("Yes.", False)
+    assert persona.reply("Thanks. Goodbye.") == PersonaReply("", True)  # nothing left to say
+    assert persona.said == ["Friday, please.", "Yes.", "Two pm.", "Yes."]
+
+
+def test_live_word_error_rate_and_pass_rates() -> None:
+    from gateway.caller import simulate
+    from gateway.caller.scenario import Scenario
+
+    record = {"transcript": [{"who": "agent", "text": "Which day?"},
+                             {"who": "caller", "text": "Friday please."},
+                             {"who": "caller", "text": "Two p.m."}]}
+    assert simulate.live_wer(["Friday, please.", "Two pm."], record) == (0, 4)
+    assert simulate.live_wer(["Friday, please.", "Two pm."], {"transcript": [
+        {"who": "caller", "text": "Fried A please."}]}) == (4, 4)  # friday -> fried, + a, - 2, - pm
+    assert simulate.live_wer(None, record) is None and simulate.live_wer(["Hi."], None) is None
+    sc = Scenario(Path("a.yaml"), "a", "+1")
+    runs = [simulate.Outcome(sc, error="x", repeat=1), simulate.Outcome(sc, error="y", repeat=2)]
+    table = simulate.pass_rates(runs)
+    row, overall = table.splitlines()[1:]
+    assert row.split() == ["a", "0/2", "0.0", "%", "-"] and overall.split()[:2] == ["overall", "0/2"]
