@@ -169,6 +169,7 @@ class TurnDetector:
         self._incomplete_silence = cfg.incomplete_silence_ms / 1000
         self._expect: tuple[str | None, tuple[str, ...]] = (None, ())
         self._verdict: Verdict | None = None  # of the hypothesis covering the current silence
+        self.last_verdict: Verdict | None = None  # the one that ended the last turn
         self._state = TurnState.IDLE
         self._agent_speaking = False
         self._interruptible = True
@@ -334,7 +335,7 @@ class TurnDetector:
         out.append(TurnEnded(now, self._speech_start, speech_end))
         self._state = TurnState.IDLE
         self._quiet_since = None
-        self._verdict = None
+        self.last_verdict, self._verdict = self._verdict, None
 
     def _expire(self, now: float, out: list[TurnAction]) -> None:
         if self._recent is not None and now + _EPS >= self._recent[1] + self._end_silence:

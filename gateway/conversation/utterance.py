@@ -15,9 +15,9 @@ import enum
 import re
 from collections.abc import Sequence
 
-__all__ = ["Verdict", "verdict", "KINDS"]
+__all__ = ["Verdict", "verdict", "KINDS", "kind_of"]
 
-KINDS = ("yes_no", "day", "time", "number", "digits", "name", "choice")
+KINDS = ("yes_no", "day", "date", "time", "number", "digits", "name", "choice", "text", "email", "phone")
 
 
 class Verdict(enum.Enum):
@@ -69,7 +69,7 @@ def verdict(text: str, expect: str | None = None, words: Sequence[str] = ()) -> 
         return Verdict.INCOMPLETE
     if expect == "yes_no":
         return Verdict.COMPLETE if _YES_NO & set(said) else Verdict.UNSURE
-    if expect == "day":
+    if expect in ("day", "date"):
         return Verdict.COMPLETE if _DAYS & set(said) or _has_number(said) else Verdict.INCOMPLETE
     if expect == "time":
         if _TIME_WORDS & set(said) or any(w.isdigit() for w in said):
@@ -77,7 +77,7 @@ def verdict(text: str, expect: str | None = None, words: Sequence[str] = ()) -> 
         return Verdict.COMPLETE if _has_number(said) else Verdict.INCOMPLETE
     if expect == "number":
         return Verdict.COMPLETE if _has_number(said) else Verdict.UNSURE
-    if expect == "choice" and words:
+    if expect in ("choice", "text") and words:
         joined = " " + " ".join(said) + " "
         if any(" " + " ".join(_words(w)) + " " in joined for w in words if _words(w)):
             return Verdict.COMPLETE
@@ -96,3 +96,18 @@ def verdict(text: str, expect: str | None = None, words: Sequence[str] = ()) -> 
     if len(said) <= 3 and (_YES_NO & set(said) or said[-1] in ("thanks", "please", "bye", "goodbye")):
         return Verdict.COMPLETE
     return Verdict.UNSURE
+
+
+def kind_of(words: Sequence[str]) -> str | None:
+    """The kind of answer a question's expected words call for (None: no words, free text)."""
+    said = [w for phrase in words for w in _words(phrase)]
+    if not said:
+        return None
+    if set(said) <= _YES_NO | {"not", "please", "thanks"}:
+        return "yes_no"
+    if set(said) & _DAYS and set(said) <= _DAYS | {"next", "this", "the"}:
+        return "day"
+    if set(said) & (_TIME_WORDS - {"morning", "afternoon", "evening"}) or (
+            any(w.isdigit() for w in said) and set(said) & _TIME_WORDS):
+        return "time"
+    return "choice"

@@ -49,6 +49,11 @@ class CallRecord:
     steps: list[str] = field(default_factory=list)
     transcript: list[dict] = field(default_factory=list)
     turn_latencies_ms: list[float] = field(default_factory=list)
+    # Per caller turn, in the order replied to: endpoint_ms (end of speech → end of turn),
+    # endpoint (what ended it: complete / incomplete / unsure words, or silence), asr_tail_ms
+    # (end of turn → the words), tts_first_audio_ms, reply_ms (words → first audio to RTP),
+    # total_ms (end of speech → first audio to RTP).
+    turn_stages: list[dict] = field(default_factory=list)
     barge_ins: int = 0
     variables: dict = field(default_factory=dict)
     referred_by: str = ""   # a leg the gateway dialled on an allowed REFER: the referring call

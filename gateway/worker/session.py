@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gateway.worker import metrics
 from gateway.conversation import turns as tt
+from gateway.conversation.utterance import kind_of
 from gateway.worker.call import Call
 from gateway.errors import ProviderError
 from gateway.speech.frames import TranscriptEvent
@@ -91,6 +92,12 @@ class CallSession:
         self.barge_ins = 0
         self._pending_turn_end: float | None = None
         self._finishing = 0  # turns ended whose words are not in yet
+        # The last inbound frame: its end on the loop clock and the recogniser's audio time
+        # there, to put the recogniser's word times on the turn-taking clock.
+        self._clock = (0.0, 0.0)
+        self.partial = ""  # the recogniser's latest partial words (interim results)
+        self.partials = 0
+        self._stages: dict[float, dict] = {}  # per turn, by its speech end, until the reply
 
     # ---- lifecycle ----
     async def start(self) -> None:
@@ -132,18 +139,34 @@ class CallSession:
             origin = min(origin, loop.time() - heard * step) if heard else loop.time()
             now = origin + heard * step
             heard += 1
-            self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
             if self._stream is not None:
                 self._stream.push_audio(frame)
                 self._stream_frames += 1
+            self._clock = (now, self._stream_frames * step)
+            self._act(self.turns.on_vad(self._vad.is_speech(frame), now))
+
+    def _on_turn_clock(self, stream_seconds: float) -> float:
+        """A recogniser time (seconds of audio pushed) on the loop clock of the frames."""
+        loop_now, audio_now = self._clock
+        return loop_now - (audio_now - stream_seconds)
+
+    def expect(self, words: Sequence[str] = (), kind: str | None = None) -> None:
+        """What the next answer is likely to be: the expected words (recogniser hints) and the
+        kind of answer (semantic endpointing; guessed from the words when not given)."""
+        self.turns.expect(kind or kind_of(words), [w.lower() for w in words])
+        if self._stream is not None:
+            self._stream.hint(words)
 
     async def _recognise(self, stream: SttStream) -> None:
         try:
             async for event in stream.events():
+                until = self._on_turn_clock(event.end)
                 if not event.is_final:
                     if event.text.strip():
+                        self.partial = event.text.strip()
+                        self.partials += 1
                         self._act(self.turns.on_transcript(event.text, False, False,
-                                                           asyncio.get_running_loop().time()))
+                                                           asyncio.get_running_loop().time(), until=until))
                     continue
                 if event.text.strip():
                     self._finals.append(event)
@@ -152,7 +175,7 @@ class CallSession:
                                             "confidence": round(event.confidence, 2),
                                             "at": round(time.time(), 3)})
                 self._act(self.turns.on_transcript(event.text, True, event.speech_final,
-                                                   asyncio.get_running_loop().time()))
+                                                   asyncio.get_running_loop().time(), until=until))
         except ProviderError as exc:  # the last configured recogniser failed: no more words
             metrics.provider_error(exc.provider)
             log.warning("call %s: recogniser %s failed: %s", self.call.key, exc.provider, exc)
@@ -171,6 +194,8 @@ class CallSession:
                     self._speaking.cancel()
                 self.call.clear_playout()
             elif isinstance(action, tt.TurnEnded):
+                if self._stream is not None:
+                    self._stream.finalize()  # the words now, not after the recogniser's own silence
                 self._finishing += 1
                 task = asyncio.get_running_loop().create_task(self._finish_turn(action))
                 self._tasks.append(task)
@@ -188,6 +213,17 @@ class CallSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._final_arrived.wait(), deadline - loop.time())
         metrics.stage_latency("asr_final", loop.time() - ended.speech_end)
+        metrics.stage_latency("endpoint", ended.at - ended.speech_end)
+        metrics.stage_latency("asr_tail", loop.time() - ended.at)
+        verdict = self.turns.last_verdict
+        self._stages[ended.speech_end] = {
+            "endpoint_ms": round((ended.at - ended.speech_end) * 1000, 1),
+            "asr_tail_ms": round((loop.time() - ended.at) * 1000, 1),
+            "endpoint": verdict.value if verdict is not None else "silence",
+            "words_at": loop.time(),
+        }
+        while len(self._stages) > 8:  # turns nobody replied to (a keypad answer, a hangup)
+            self._stages.pop(next(iter(self._stages)))
         words = [e for e in self._finals if e.end > start]
         self._finals = [e for e in self._finals if e.end <= start]
         text = " ".join(e.text.strip() for e in words).strip()
@@ -276,6 +312,9 @@ class CallSession:
                 async for chunk in chunks:
                     if first:
                         metrics.stage_latency("tts_first_audio", loop.time() - started)
+                        stage = self._stages.get(self._pending_turn_end)  # type: ignore[arg-type]
+                        if stage is not None:
+                            stage["tts_first_audio_ms"] = round((loop.time() - started) * 1000, 1)
                         first = False
                     self._write(chunk)
         except ProviderError as exc:  # the last configured voice failed
@@ -287,8 +326,17 @@ class CallSession:
     def _write(self, pcm: bytes) -> None:
         if self._pending_turn_end is not None and pcm:
             # Turn latency: caller's end of speech → first agent audio handed to the wire.
-            latency = asyncio.get_running_loop().time() - self._pending_turn_end
+            now = asyncio.get_running_loop().time()
+            latency = now - self._pending_turn_end
             self.turn_latencies_ms.append(round(latency * 1000, 1))
             metrics.turn_latency(latency)
+            stage = self._stages.pop(self._pending_turn_end, None)
+            if stage is not None:
+                # From the words to the first audio: the agent's step, its voice, the playout.
+                reply = now - stage.pop("words_at")
+                stage["reply_ms"] = round(reply * 1000, 1)
+                stage["total_ms"] = round(latency * 1000, 1)
+                metrics.stage_latency("reply", reply)
+                self.call.record.turn_stages.append(stage)
             self._pending_turn_end = None
         self.call.write_audio(pcm)
