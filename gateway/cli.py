@@ -133,9 +133,31 @@ def _check(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     if provider_errors:
         return 1
+    build_errors, build_notes = _check_build(settings)
+    for error in build_errors:
+        print(error, file=sys.stderr)
+    if build_errors:
+        return 1
     print(f"ok: config ({settings.frame_ms} ms media frames) and "
           f"{len(plans.plans) + (plans.default is not None)} dialplans in {settings.dialplans}")
+    print("\n".join(build_notes))
     return 0
+
+
+def _check_build(settings: Settings) -> tuple[list[ConfigError], list[str]]:
+    """The codec profile against the pjsua2 module installed here, and what that module can do."""
+    from gateway.config.codecs import read_codec_profile
+
+    try:
+        from gateway.sip.build import probe
+    except ImportError:
+        return [], ["pjsua2 is not installed here: codec names checked, not the module's codecs"]
+    build = probe()
+    notes = [build.summary()]
+    if settings.calls_per_worker > build.max_calls:
+        notes.append(f"warning: calls_per_worker {settings.calls_per_worker} is above the "
+                     f"{build.max_calls} calls this pjsua2 module holds")
+    return read_codec_profile(settings.codec_profile, build.codecs)[1], notes
 
 
 def provider_problems(settings: Settings) -> list[str]:

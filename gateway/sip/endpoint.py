@@ -23,6 +23,7 @@ from gateway.config.settings import Settings
 from gateway.errors import CallError, GatewayError
 from gateway.sip import events as ev
 from gateway.sip import pjutil
+from gateway.sip.build import BuildInfo, describe
 from gateway.sip.calls import GatewayCall, IncomingPolicy, rtp_source_allowed
 from gateway.sip.flood import FloodConfig, FloodGuard
 from gateway.sip.message import printable
@@ -85,6 +86,7 @@ class SipEndpoint:
         self.trunks: list[TrunkAccount] = []
         self._accounts: list[pj.Account] = []
         self._ep: pj.Endpoint | None = None
+        self.build: BuildInfo | None = None  # what the loaded pjsua2 module can do
         self._log_writer: _LogWriter | None = None
         self.last_beat = time.monotonic()  # the pj thread's loop, for liveness
 
@@ -228,6 +230,7 @@ class SipEndpoint:
         # Bridge tick and RTP packets of settings.frame_ms (10 ms is the low-latency profile of docs/DESIGN.md §3).
         pjutil.media_frames(cfg.medConfig, s.frame_ms)
         ep.libInit(cfg)
+        build = self._report_build(ep)
         bind = "" if s.sip_address in ("0.0.0.0", "") else s.sip_address
         ids = {}
         for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
@@ -242,7 +245,7 @@ class SipEndpoint:
         self._tcp_caps = TcpCaps(pjutil.transport_port(ep, ids[pj.PJSIP_TRANSPORT_TCP]),
                                  allowed=self.policy.trusted_host, shut_out=shut_out)
         ep.audDevManager().setNullDev()
-        codecs = load_codec_profile(self.settings.codec_profile)
+        codecs = load_codec_profile(self.settings.codec_profile, build.codecs)
         enabled = pjutil.set_codec_priorities(ep, codecs, frame_ms=s.frame_ms)
         log.info("codecs: %s; %d ms frames", ", ".join(enabled), s.frame_ms)
         local = _Account(self)
@@ -258,6 +261,15 @@ class SipEndpoint:
                 account.register()
                 self.trunks.append(account)
         log.info("SIP listening on %s:%s (udp+tcp)", s.sip_address, s.sip_port)
+
+    def _report_build(self, ep: pj.Endpoint) -> BuildInfo:
+        self.build = build = describe(ep)
+        log.info("%s", build.summary())
+        if self.settings.calls_per_worker > build.max_calls:
+            log.warning("calls_per_worker is %d but this pjsua2 module holds %d calls: call %d on "
+                        "gets 486 (scripts/setup installs the gateway's own build)",
+                        self.settings.calls_per_worker, build.max_calls, build.max_calls + 1)
+        return build
 
     def media_config(self, acfg: pj.AccountConfig) -> None:
         self._media_config(acfg)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.config.codecs import CODECS, load_codec_profile, read_codec_profile
 from gateway.config.settings import DEFAULT_CODECS, read_settings
 
@@ -49,3 +51,34 @@ def test_gateway_check_reads_the_profile_the_config_names(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f"{tmp_path / 'codecs.yaml'}:3: unknown codec 'G729/8000'" in done.stderr
+
+
+def test_a_codec_the_loaded_module_lacks_is_an_error_at_its_line(tmp_path: Path) -> None:
+    profile = tmp_path / "codecs.yaml"
+    profile.write_text("codecs:\n  - PCMU/8000\n  - opus/48000\n")
+    stock = ("PCMU/8000", "PCMA/8000", "G722/16000", "GSM/8000")  # the stock wheel: no Opus
+    codecs, errors = read_codec_profile(profile, stock)
+    assert codecs is None
+    assert [(e.line, e.message.split(" (")[0]) for e in errors] == [
+        (3, "codec 'opus/48000' is not in the pjsua2 module in use")]
+    assert "GSM/8000" in errors[0].message  # says what the module has
+    assert read_codec_profile(profile, ("pcmu/8000", "OPUS/48000"))[0] == ("PCMU/8000", "opus/48000")
+
+
+def test_gateway_check_reports_the_module_and_checks_the_profile_against_it(tmp_path: Path) -> None:
+    pj = pytest.importorskip("pjsua2")
+    (tmp_path / "codecs.yaml").write_text("codecs:\n  - opus/48000\n  - PCMU/8000\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text("codec_profile: codecs.yaml\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    max_calls = pj.UaConfig().maxCalls
+    has_opus = max_calls >= 512  # the gateway's own build; the stock wheel (4 calls) has none
+    if has_opus:
+        assert done.returncode == 0, done.stderr
+        summary = done.stdout.splitlines()[-1]
+        assert summary.startswith("pjsua2 2.17: up to 512 calls per worker; codecs "), summary
+        assert "opus/48000" in summary and "TLS yes" in summary and "AES_CM_128_HMAC_SHA1_80" in summary
+    else:
+        assert done.returncode == 1
+        assert f"{tmp_path / 'codecs.yaml'}:2: codec 'opus/48000' is not in the pjsua2 module" in done.stderr
