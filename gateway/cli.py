@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sip-port", type=int, help="SIP port (UDP and TCP)")
     run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
     run.add_argument("--rtp-port", type=int, help="first RTP port")
-    run.add_argument("--records", type=Path, help="call record file (JSON lines)")
+    run.add_argument("--records", metavar="PATH|URL", help="call store: SQLite file or postgresql:// URL")
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
     run.set_defaults(func=_run)
     check = sub.add_parser("check", help="validate config and dialplans, print file:line errors")
@@ -108,9 +108,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         sip_port=getattr(args, "sip_port", None),
         metrics_port=getattr(args, "metrics_port", None),
         rtp_port_start=getattr(args, "rtp_port", None),
-        records=getattr(args, "records", None),
+        **_records_override(getattr(args, "records", None)),
         workers=getattr(args, "workers", None),
     )
+
+
+def _records_override(records: str | None) -> dict[str, object]:
+    if records is None:
+        return {}
+    if re.match(r"^postgres(ql)?://", records):
+        return {"records_url": records}
+    return {"records": Path(records), "records_url": ""}
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -232,11 +240,12 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.ops.supervisor import Supervisor
 
         return Supervisor(settings, args.config).run()
+    from gateway.store.db import StoreError
     from gateway.worker.server import Worker
 
     try:
         asyncio.run(Worker(settings).run())
-    except GatewayError as exc:
+    except (StoreError, GatewayError) as exc:
         logging.getLogger("gateway").error("%s", exc)
         return 1
     return 0

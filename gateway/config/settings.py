@@ -77,7 +77,9 @@ class Settings:
     workers: int = 1
     calls_per_worker: int = 4
     drain_timeout: float = 30.0
-    records: Path = Path("var/calls.jsonl")
+    # The call store: a SQLite file (WAL), or records_url (postgresql://...) for several hosts.
+    records: Path = Path("var/calls.db")
+    records_url: str = ""
     cache_dir: Path = Path("var/cache")
     log_level: str = "info"
     # Speech and language providers: offline engines unless set (see README "Providers").
@@ -101,6 +103,11 @@ class Settings:
         """Calls in progress, so a crash still leaves a record of them."""
         suffix = f".{self.worker_name}" if self.worker_name else ""
         return self.records.with_name(f"{self.records.name}{suffix}.journal")
+
+    @property
+    def records_target(self) -> str | Path:
+        """Where calls are stored: the PostgreSQL URL if one is set, else the SQLite file."""
+        return self.records_url or self.records
 
     def trunk_for(self, address: str) -> Trunk | None:
         for trunk in self.trunks:
@@ -349,6 +356,16 @@ class GatewayFile(Strict):
     _level = _one_of("log_level", ("debug", "info", "warning", "error"),
                      "log_level must be debug, info, warning or error")
 
+    @field_validator("records")
+    @classmethod
+    def _records(cls, text: str | None) -> str | None:
+        if text is not None and not _is_url(text) and text.endswith(".jsonl"):
+            raise ValueError("records: calls are kept in a database now: name a SQLite file "
+                             "(e.g. ./var/calls.db) or a postgresql:// URL")
+        if text is not None and "://" in text and not _is_url(text):
+            raise ValueError("records: a file path or a postgresql:// URL")
+        return text
+
     @field_validator("llm")
     @classmethod
     def _llm(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -361,7 +378,9 @@ class GatewayFile(Strict):
 
     def settings(self, base: Path) -> Settings:
         paths = {key: (base / text).resolve() for key in ("dialplans", "codec_profile", "records", "cache_dir")
-                 if (text := getattr(self, key)) is not None}
+                 if (text := getattr(self, key)) is not None and not (key == "records" and _is_url(text))}
+        if self.records is not None and _is_url(self.records):
+            paths["records_url"] = self.records  # type: ignore[assignment]
         trunks = {} if self.trunks is None else {"trunks": tuple(t.trunk(base) for t in self.trunks)}
         sip, sec = self.sip, self.security
         return Settings(
@@ -373,6 +392,10 @@ class GatewayFile(Strict):
             calls_per_worker=self.calls_per_worker, drain_timeout=self.drain_timeout, log_level=self.log_level,
             stt=tuple(self.stt), tts=self.tts, llm=self.llm, provider_options=self.provider_options,
             **paths, **trunks)  # type: ignore[arg-type]
+
+
+def _is_url(text: str) -> bool:
+    return re.match(r"^postgres(ql)?://", text) is not None
 
 
 def _base(info: ValidationInfo) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.worker import metrics
+from gateway.worker.audit import CallAudit
 from gateway.dialplan.transfers import TransferPolicy
 from gateway.errors import CallError
 from gateway.media.playout import PlayoutBuffer
@@ -70,6 +71,7 @@ class Call:
                                  trunk=incoming.trunk, started=time.time())
         if incoming.referred_by is not None:
             self.record.referred_by = incoming.call_id.rsplit(";", 1)[0]
+        self.audit = CallAudit(incoming.call_id)  # every step, chained; the worker journals it
         # Nowhere until the dialplan is known: a transfer needs a destination it names.
         self.transfers = TransferPolicy()
         self.disconnected = asyncio.Event()
@@ -126,6 +128,7 @@ class Call:
         else:
             await self.endpoint.call_command(self.key, GatewayCall.respond, 200)
         self.record.answered = time.time()
+        self.audit.log("answered")
 
     async def reject(self, code: int, reason: str) -> None:
         await self.endpoint.call_command(self.key, GatewayCall.reject, code, reason)
@@ -211,11 +214,13 @@ class Call:
         if not self.transfers.allows(uri):
             metrics.transfer("refused")
             self.record.transfer = {"target": printable(uri), "code": 0, "reason": "not allowed"}
+            self.audit.log("transfer", target=printable(uri), code=0, reason="not allowed")
             log.warning("audit: call %s: transfer to %s refused: not an allowed destination",
                         self.key, printable(uri))
             return False
         code, reason = await self.transfer(uri)
         self.record.transfer = {"target": uri, "code": code, "reason": reason}
+        self.audit.log("transfer", target=printable(uri), code=code, reason=printable(reason))
         if 200 <= code < 300:
             metrics.transfer("success")
             await self.hangup()

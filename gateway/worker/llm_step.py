@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from gateway.worker import metrics
 from gateway.script import model as sc
 from gateway.worker import webhooks
 from gateway.worker.untrusted import brief
+from gateway.compliance.redact import redact
 from gateway.errors import CallError, ProviderError
 from gateway.speech.frames import ToolCall, ToolSpec
 from gateway.speech.base import LanguageModel
@@ -133,10 +135,22 @@ class LlmConversation:
                 self.messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": result})
 
     async def _run_tool(self, call: ToolCall) -> str:
-        log.info("call %s: tool %s(%s)", self.session.call.key, call.name, brief(call.arguments))
+        """Run one tool; its name, arguments (redacted), status and duration go in the audit trail."""
+        audit = self.session.call.audit
+        log.info("call %s: tool %s(%s)", self.session.call.key, call.name, brief(redact(call.arguments, audit.kinds)))
         self.session.transcript.append({"who": "tool", "name": call.name, "arguments": call.arguments})
         if call.name in ("end_conversation", "hangup", "transfer"):
+            audit.tool("tool", call.name, call.arguments, "ok", 0.0)
             raise LlmEnd(call.name)
+        started, status = time.monotonic(), "error"
+        try:
+            result = await self._tool_result(call)
+            status = _status(result)
+            return result
+        finally:
+            audit.tool("tool", call.name, call.arguments, status, (time.monotonic() - started) * 1000)
+
+    async def _tool_result(self, call: ToolCall) -> str:
         if call.name == "send_dtmf":
             return await self._send_dtmf(call.arguments)
         tool = self._webhooks.get(call.name)
@@ -156,6 +170,15 @@ class LlmConversation:
         except CallError as exc:
             return json.dumps({"ok": False, "error": f"the call has ended: {exc}"})
         return json.dumps({"ok": True, "sent": digits, "method": method})
+
+
+def _status(result: str) -> str:
+    """ok, or error when the tool's answer (JSON, ours or the webhook's) says so."""
+    try:
+        data = json.loads(result)
+    except ValueError:
+        return "ok"
+    return "error" if isinstance(data, dict) and (data.get("error") or data.get("ok") is False) else "ok"
 
 
 def call_data(instructions: str, variables: dict[str, str]) -> str | None:

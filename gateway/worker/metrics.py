@@ -80,6 +80,11 @@ FALLBACKS = Counter("gateway_fallbacks", "Fallback paths taken, by kind", ["kind
 PROVIDER_ERRORS = Counter(
     "gateway_provider_errors", "Speech/language provider failures", ["provider"], registry=REGISTRY,
 )
+RECORD_WRITE_FAILURES = Counter(
+    "gateway_record_write_failures", "Call record writes that failed (journal or store), kept and retried",
+    ["stage"], registry=REGISTRY)
+RECORDS_PENDING = Gauge("gateway_records_pending", "Finished calls waiting for the call store",
+                        registry=REGISTRY)
 DRAINING = Gauge("gateway_draining", "1 while the worker refuses new calls to stop", registry=REGISTRY)
 
 
@@ -121,6 +126,14 @@ class _Handler(MetricsHandler):
 
     def log_message(self, *args: object) -> None:
         pass  # scrapes are not news
+
+
+def record_write_failed(stage: str) -> None:
+    RECORD_WRITE_FAILURES.labels(stage=stage).inc()
+
+
+def records_pending(count: int) -> None:
+    RECORDS_PENDING.set(count)
 
 
 def call_started() -> None:

@@ -55,6 +55,7 @@ class ScriptRunner:
         context = asyncio.ensure_future(self._fetch_context())
         try:
             if self.script.disclosure:
+                self.call.audit.log("disclosure", text=self.script.disclosure)
                 await self._say(self.script.disclosure, interruptible=False)
             self.variables.update(await context)
             await self.steps(self.script.steps)
@@ -169,6 +170,8 @@ class ScriptRunner:
         loop = asyncio.get_running_loop()
         first = True
         while True:
+            # What the answer will be like: turn-taking ends the turn sooner on a whole answer.
+            self.session.expect([w for syns in (g.expect or {}).values() for w in syns], kind=g.slot.type)
             # A caller who talked over the previous sentence may already have answered.
             if not (first and self.session.has_answer()):
                 await self._say(prompt)
@@ -252,6 +255,7 @@ class ScriptRunner:
         for _ in range(2):
             self.session.flush_answers()
             await self._say(f"{self._read_back(g, value)}, is that right?")
+            self.session.expect(kind="yes_no")
             answer = await self.session.next_answer(6.0, dtmf=True)
             await self._caller_done()
             if answer.digits:

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,20 +28,23 @@ from gateway.speech.prompts import PromptRenderer
 from gateway.speech.vendors.local import PiperTTS, WhisperSTT
 from gateway.speech.engines import Engines
 from gateway.worker.session import CallSession, count_failover
-from gateway.worker.records import CallJournal, CallRecords
+from gateway.worker.records import RecordWriter, final_record
+from gateway.compliance.policy import RecordPolicy
+from gateway.store.purge import purge
 from gateway.sip import events as ev
 from gateway.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("gateway")
 _RELOAD_SECONDS = 1.0
+_RECORDS_RETRY_SECONDS = 5.0
+_PURGE_SECONDS = 3600.0
 
 
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dialplans = DialplanStore(settings.dialplans)
-        self.records = CallRecords(settings.records)
-        self.journal = CallJournal(settings.journal)
+        self.records = RecordWriter(settings.records_target, settings.journal, metrics.record_write_failed)
         self.prompts = PromptRenderer(settings.cache_dir / "prompts")
         self._voice = PiperTTS(self.prompts)
         self._stt = WhisperSTT()
@@ -73,7 +76,7 @@ class Worker:
         if self.settings.ready_file:
             self.settings.ready_file.write_text(str(os.getpid()))
         background = [asyncio.create_task(self._reload_loop()), asyncio.create_task(self._warm()),
-                      asyncio.create_task(self._heartbeat())]
+                      asyncio.create_task(self._heartbeat()), asyncio.create_task(self._records_upkeep())]
         try:
             await self._stop.wait()
             await self._drain()
@@ -83,18 +86,36 @@ class Worker:
             await self._loop.run_in_executor(None, self.endpoint.stop)
             self._tts.shutdown(wait=False, cancel_futures=True)
             self._io.shutdown(wait=True)
+            self.records.shutdown()
             log.info("worker stopped")
 
     def stop(self) -> None:
         self._stop.set()
 
     def _recover_journal(self) -> None:
-        """Calls a crashed predecessor left open become `failed` records, not silence."""
-        for data in self.journal.recover():
-            data.update(outcome="failed", ended=time.time())
-            self.records.write(data)
-            log.warning("call %s was in progress when the worker died: recorded as failed",
-                        data.get("call_id"))
+        """Open the call store (a corrupt file stops the start, naming it); calls a crashed
+        predecessor left open become `failed` records, not silence."""
+        for call_id in self.records.open():
+            log.warning("call %s was in progress when the worker died: recorded as failed", call_id)
+
+    async def _records_upkeep(self) -> None:
+        """Retries records the store refused (disk full, server away) and applies retention."""
+        loop = asyncio.get_running_loop()
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(_RECORDS_RETRY_SECONDS)
+            await asyncio.wrap_future(self.records.submit(self.records.retry))
+            metrics.records_pending(len(self.records.pending))
+            if time.monotonic() - last_purge >= _PURGE_SECONDS and self.records.store is not None:
+                last_purge = time.monotonic()
+                try:
+                    done = await loop.run_in_executor(None, purge, self.records.store, time.time())
+                except Exception:  # noqa: BLE001 - retention must not stop the worker; it runs again
+                    log.exception("retention purge failed")
+                    continue
+                if done:
+                    log.info("retention: %d transcripts, %d recordings, %d calls purged",
+                             len(done.transcripts), len(done.recordings), len(done.calls))
 
     async def _heartbeat(self) -> None:
         """Proves that this loop and the pj thread still run: to /health/live, and to the
@@ -155,9 +176,11 @@ class Worker:
         call = Call(self.endpoint, incoming)  # type: ignore[arg-type]
         self.calls[call.key] = call
         metrics.call_started()
-        # Journal the call off the loop: a crash from here on still leaves a record.
-        self._started_journal[call.key] = asyncio.get_running_loop().run_in_executor(
-            self._io, self.journal.started, call.record)
+        # Journal the call off the loop: a crash from here on still leaves a record, and every
+        # step the audit trail logs goes to the journal after it, in order.
+        call.audit.sink = lambda call_id, event: self.records.submit(self.records.event, call_id, event)
+        self._started_journal[call.key] = asyncio.wrap_future(
+            self.records.submit(self.records.started, asdict(call.record)))
         task = asyncio.create_task(self._handle(call), name=f"call-{call.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -168,6 +191,9 @@ class Worker:
             route = dp.route(self.dialplans.current, call.incoming.dialled, call.incoming.caller,
                              datetime.now(timezone.utc))
             record.dialplan = route.dialplan
+            call.policy = route.records
+            call.audit.kinds = route.records.redact
+            call.audit.log("routed", dialplan=route.dialplan, retention=route.records.retention.as_dict())
             record.outcome = await self._follow(call, route)
         except asyncio.CancelledError:
             record.outcome = "drained"
@@ -240,13 +266,13 @@ class Worker:
             record.outcome = "cancelled"
         self.calls.pop(call.key, None)
         metrics.call_ended(record.outcome, record.dialplan or "none")
-        loop = asyncio.get_running_loop()
-        try:
-            await self._started_journal.pop(call.key)
-            await loop.run_in_executor(self._io, self.records.write, record)
-            await loop.run_in_executor(self._io, self.journal.ended, record.call_id)
-        except OSError:
-            log.exception("call %s: call record not written", call.key)
+        call.audit.log("hangup", outcome=record.outcome, code=record.end_code,
+                       by="caller" if call.by_remote else "gateway")
+        policy = getattr(call, "policy", None) or RecordPolicy()
+        data = final_record(record, call.audit, policy, worker=self.settings.worker_name)
+        await self._started_journal.pop(call.key)
+        if not await asyncio.wrap_future(self.records.submit(self.records.finished, data)):
+            log.warning("call %s: record kept in the journal until the call store takes it", call.key)
         log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
 
     async def _converse(self, call: Call, script: AgentScript, listen: bool = True) -> str:

@@ -171,6 +171,8 @@ class CallSession:
                 if event.text.strip():
                     self._finals.append(event)
                     self._final_arrived.set()
+                    self.call.audit.log("caller_turn", text=event.text.strip(),
+                                        confidence=round(event.confidence, 2))
                     self.transcript.append({"who": "caller", "text": event.text.strip(),
                                             "confidence": round(event.confidence, 2),
                                             "at": round(time.time(), 3)})
@@ -272,6 +274,7 @@ class CallSession:
                   turn_end: float | None = None) -> bool:
         """Speak text (or a recorded clip). Returns False if the caller barged in."""
         self.transcript.append({"who": "agent", "text": text, "at": round(time.time(), 3)})
+        self.call.audit.log("agent_turn", text=text, clip=clip.name if clip is not None else None)
         self.turns.set_interruptible(interruptible)
         self._pending_turn_end = turn_end
         self._speaking = asyncio.ensure_future(self._speak(text, clip))

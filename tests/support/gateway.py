@@ -14,9 +14,18 @@ from pathlib import Path
 
 import yaml
 
+from gateway.worker.records import read_records
 from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class StoreFile(type(Path())):  # type: ignore[misc]
+    """The call store's file; read_text() gives every stored call as JSON lines, so a search of
+    "the records" (for a leaked secret, say) reads what is stored, not SQLite's pages."""
+
+    def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:  # type: ignore[override]
+        return "\n".join(json.dumps(r, default=str) for r in read_records(Path(self)))
 
 
 class GatewayProcess:
@@ -25,7 +34,7 @@ class GatewayProcess:
         self.tmp = tmp
         self.sip_port = free_port()
         self.metrics_port = free_port()
-        self.records = tmp / "calls.jsonl"
+        self.records = StoreFile(tmp / "calls.db")
         self.log_path = tmp / "gateway.log"
         self.config_path = tmp / "gateway.yaml"
         self.workers = workers
@@ -90,9 +99,8 @@ class GatewayProcess:
         return total
 
     def records_list(self) -> list[dict]:
-        if not self.records.exists():
-            return []
-        return [json.loads(line) for line in self.records.read_text().splitlines() if line]
+        """Every call in the gateway's call store, whole, in the order stored."""
+        return read_records(Path(self.records))
 
     def wait_records(self, count: int, timeout: float = 10.0) -> list[dict]:
         wait_until(lambda: len(self.records_list()) >= count, timeout)
