@@ -55,7 +55,6 @@ class ScriptRunner:
         context = asyncio.ensure_future(self._fetch_context())
         try:
             if self.script.disclosure:
-                self.call.audit.log("disclosure", text=self.script.disclosure)
                 await self._say(self.script.disclosure, interruptible=False)
             self.variables.update(await context)
             await self.steps(self.script.steps)
