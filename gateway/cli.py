@@ -1,4 +1,4 @@
-"""`gateway run | check | warm | schema | call | simulate | loadtest`."""
+"""`gateway run | check | warm | schema | calls | call | simulate | loadtest`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write JSON Schemas of the YAML files, for editors")
     schema.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: ./schemas)")
     schema.set_defaults(func=_schema)
+    _calls_parser(sub)
     parser.set_defaults(own_flags=False)
     return parser
 
@@ -92,6 +93,80 @@ def _schema(args: argparse.Namespace) -> int:
         path = args.out / f"{name}.schema.json"
         path.write_text(json.dumps(json_schema(getattr(importlib.import_module(module), attr)), indent=2) + "\n")
         print(path)
+    return 0
+
+
+def _calls_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    calls = sub.add_parser("calls", help="the call store: list, show, export, verify, purge")
+    actions = calls.add_subparsers(dest="action", required=True)
+    for name, what in (("list", "calls, newest last"), ("show", "one call's timeline and audit trail"),
+                       ("export", "calls as JSON lines or CSV"), ("verify", "check the audit chains (exit 1 if broken)"),
+                       ("purge", "apply retention now")):
+        p = actions.add_parser(name, help=what)
+        p.add_argument("--config", type=Path, help="gateway.yaml (its records: is the default store)")
+        p.add_argument("--records", metavar="PATH|URL", help="call store: SQLite file or postgresql:// URL")
+        if name in ("list", "export"):
+            p.add_argument("--since", help="only calls started this long ago or later (30m, 1h, 7d)")
+        if name == "list":
+            p.add_argument("--number", help="caller or dialled number")
+            p.add_argument("--outcome", action="append", default=[], help="completed, failed, ... (repeatable)")
+        if name in ("list", "show"):
+            p.add_argument("--json", action="store_true", help="JSON instead of text")
+        if name == "show":
+            p.add_argument("call_id")
+        if name == "verify":
+            p.add_argument("call_id", nargs="?")
+        if name == "export":
+            p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    calls.set_defaults(func=_calls)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.compliance.retention import parse_duration
+    from gateway.store import report
+    from gateway.store.calls import CallStore
+    from gateway.store.db import StoreError
+    from gateway.store.purge import purge
+
+    try:
+        settings = load_settings(args.config).with_overrides(**_records_override(args.records))
+        since = time.time() - parse_duration(args.since) if getattr(args, "since", None) else None
+        store = CallStore(settings.records_target)
+    except (ConfigError, StoreError, ValueError) as exc:
+        print(f"gateway calls: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "list":
+            calls = store.list_calls(since=since, number=args.number, outcome=args.outcome)
+            print(json.dumps(calls, indent=2, default=str) if args.json else report.table(calls))
+        elif args.action == "show":
+            call = store.get_call(args.call_id)
+            if call is None:
+                print(f"gateway calls: no call {args.call_id!r} in {store.where}", file=sys.stderr)
+                return 1
+            print(json.dumps(call, indent=2, default=str) if args.json else report.show(call))
+        elif args.action == "export":
+            calls = store.full_calls(since=since)
+            sys.stdout.write(report.jsonl(calls) if args.format == "jsonl" else report.csv_text(calls))
+        elif args.action == "verify":
+            broken = store.verify(args.call_id)
+            for call_id, problem in broken:
+                print(f"BROKEN {call_id}: {problem}")
+            if broken:
+                return 1
+            count = 1 if args.call_id else len(store.list_calls())
+            print(f"ok: {count} audit chain{'s' * (count != 1)} intact in {store.where}")
+        else:
+            done = purge(store, time.time())
+            print(f"purged: {len(done.transcripts)} transcripts, {len(done.recordings)} recordings, "
+                  f"{len(done.calls)} calls past their audit period")
+    except StoreError as exc:
+        print(f"gateway calls: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
     return 0
 
 
