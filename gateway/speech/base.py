@@ -1,7 +1,10 @@
 """Provider interfaces. A vendor implements only its `_`-methods: `SttStream._run`,
 `TextToSpeech._synthesize`, `LanguageModel._chat`. The base classes own the rest once: the
 recogniser's audio and event queues, the hand-over from other threads, close, error translation,
-first-result timeouts and the stage-latency figures.
+the deadlines (first result, the longest gap between two results, audio that falls behind real
+time, a recogniser that hears audio and says nothing) and the stage-latency figures. A provider
+that misses a deadline fails with a retryable ProviderError, which the fallback adapters
+(`speech/fallback.py`) hand over to the next provider.
 
 Audio everywhere is PCM16 mono 8 kHz (the call's rate); 20 ms = 320 bytes. Recognisers get
 the call's frames as they come: 320 bytes each, or 160 with `media: {frame_ms: 10}`.
@@ -41,6 +44,10 @@ class SttStream(abc.ABC):
     name: str = "stt"            # reported in errors the base translates
     max_queued_chunks = 1500     # 30 s of 20 ms frames: a stalled vendor drops the oldest audio
     close_timeout = 0.0          # seconds `aclose()` lets `_run` finish before cancelling it
+    # A vendor that calls `_alive()` for everything its service sends sets this: when it has
+    # read this many seconds of audio and the service said nothing at all meanwhile (a socket
+    # gone quiet), the stream fails. None: not watched.
+    stall_timeout: float | None = None
 
     def __init__(self) -> None:
         self._audio: asyncio.Queue[Any] = asyncio.Queue(self.max_queued_chunks)
@@ -54,6 +61,8 @@ class SttStream(abc.ABC):
         self._closing = False      # aclose(): stop soon rather than finish the work
         self._closed = False
         self.hints: tuple[str, ...] = ()  # words the caller is likely to say next (see hint())
+        self._silent_bytes = 0     # audio the vendor read since the service last said anything
+        self._last_life = time.monotonic()
 
     # -- for the consumer ----------------------------------------------------------------
 
@@ -123,7 +132,14 @@ class SttStream(abc.ABC):
         """The next chunk of caller audio; None once the input has ended."""
         while (item := await self._audio.get()) is _FINALIZE:
             self._on_finalize()
+        if item is not None:
+            self._silent_bytes += len(item)
         return item
+
+    def _alive(self) -> None:
+        """The service sent something (a result, metadata, an empty update): it is not stalled."""
+        self._silent_bytes = 0
+        self._last_life = time.monotonic()
 
     def _on_finalize(self) -> None:
         """`finalize()` reached the vendor: every chunk before it has been read."""
@@ -150,7 +166,10 @@ class SttStream(abc.ABC):
 
     async def _main(self) -> None:
         try:
-            await self._run()
+            if self.stall_timeout:
+                await run_until(self._run(), self._watch(self.stall_timeout))
+            else:
+                await self._run()
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:
@@ -159,6 +178,16 @@ class SttStream(abc.ABC):
             log.debug("%s stream failed", self.name, exc_info=True)
             self._events.put_nowait(ProviderError(self.name, f"{type(exc).__name__}: {exc}", retryable=True))
         self._events.put_nowait(_END)
+
+    async def _watch(self, limit: float) -> None:
+        """Fail the stream when the vendor has been fed `limit` seconds of audio in `limit`
+        seconds of wall time and its service has said nothing at all meanwhile."""
+        while True:
+            await asyncio.sleep(limit / 4)
+            quiet = time.monotonic() - self._last_life
+            if self._silent_bytes >= limit * BYTES_PER_SECOND and quiet >= limit and not self._input_ended:
+                raise ProviderError(self.name, f"no word from the service for {quiet:.1f} s of audio",
+                                    retryable=True)
 
     def _put_audio(self, item: bytes | None) -> None:
         if self._audio.full():  # a stalled vendor: drop the oldest audio, keep the newest
@@ -195,20 +224,34 @@ class SpeechToText(abc.ABC):
 class TextToSpeech(abc.ABC):
     name: str = "tts"
     first_audio_timeout: float | None = 5.0  # None: no limit of its own (an adapter's inner ones apply)
+    chunk_timeout: float | None = 3.0        # the longest gap between two chunks once audio flows
+    # Once audio flows it may fall this many seconds behind real time (a server trickling one
+    # byte a second keeps every gap short, and the caller would hear stutter).
+    behind_timeout: float | None = 2.0
     first_audio_seconds: float | None = None  # of the last synthesis
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         """PCM chunks as soon as they exist. Vendor errors and timeouts become ProviderError."""
-        started = time.monotonic()
+        started = asked = time.monotonic()
         first = True
+        waited = 0.0   # seconds spent waiting for the vendor after its first chunk (not for us)
+        sent = 0
         chunks = _guarded(self._synthesize(text, voice=voice), self.name, self.first_audio_timeout,
-                          "no audio in time")
+                          "no audio in time", self.chunk_timeout, "audio stopped mid-sentence")
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
+                now = time.monotonic()
                 if first:
                     first = False
-                    self.first_audio_seconds = time.monotonic() - started
+                    self.first_audio_seconds = now - started
+                else:
+                    waited += now - asked
+                    if self.behind_timeout is not None and \
+                            waited - sent / BYTES_PER_SECOND > self.behind_timeout:
+                        raise ProviderError(self.name, "audio slower than real time", retryable=True)
+                sent += len(chunk)
                 yield chunk
+                asked = time.monotonic()
 
     @abc.abstractmethod
     def _synthesize(self, text: str, *, voice: str | None) -> AsyncIterator[bytes]: ...
@@ -217,37 +260,44 @@ class TextToSpeech(abc.ABC):
 class LanguageModel(abc.ABC):
     name: str = "llm"
     first_token_timeout: float | None = 10.0
+    token_timeout: float | None = 5.0     # the longest gap between two deltas once the answer flows
+    answer_timeout: float | None = 60.0   # the whole answer
 
     async def chat(self, messages: list[dict], tools: Sequence[ToolSpec] = ()) -> AsyncIterator[LLMDelta]:
         """Streamed answer: text deltas and complete tool calls. Errors become ProviderError."""
+        waited = 0.0   # seconds spent waiting for the model (not for whoever reads the answer)
         deltas = _guarded(self._chat(messages, tools), self.name, self.first_token_timeout,
-                          "no answer in time")
+                          "no answer in time", self.token_timeout, "the answer stopped mid-way")
         async with contextlib.aclosing(deltas):
+            asked = time.monotonic()
             async for delta in deltas:
+                waited += time.monotonic() - asked
+                if self.answer_timeout is not None and waited > self.answer_timeout:
+                    raise ProviderError(self.name, "the answer took too long", retryable=True)
                 yield delta
+                asked = time.monotonic()
 
     @abc.abstractmethod
     def _chat(self, messages: list[dict], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMDelta]: ...
 
 
 async def _guarded(items: AsyncIterator[T], provider: str, first_timeout: float | None,
-                   too_late: str) -> AsyncIterator[T]:
-    """A vendor's stream with a deadline for its first item, and its errors as ProviderError."""
+                   too_late: str, idle_timeout: float | None = None,
+                   stalled: str = "stalled") -> AsyncIterator[T]:
+    """A vendor's stream with a deadline for its first item and for each gap after it, and its
+    errors as ProviderError."""
     first = True
     try:
         while True:
             try:
-                if first:
-                    item = await asyncio.wait_for(items.__anext__(), first_timeout)
-                    first = False
-                else:
-                    item = await items.__anext__()
+                item = await asyncio.wait_for(items.__anext__(), first_timeout if first else idle_timeout)
+                first = False
             except StopAsyncIteration:
                 return
             except ProviderError:
                 raise
             except TimeoutError:
-                raise ProviderError(provider, too_late, retryable=True) from None
+                raise ProviderError(provider, too_late if first else stalled, retryable=True) from None
             except Exception as exc:  # noqa: BLE001 - translated at the edge
                 raise ProviderError(provider, str(exc) or type(exc).__name__, retryable=True) from exc
             yield item

@@ -49,9 +49,19 @@ class FakeDeepgram:
         script: list[Utterance] | None = None,
         *,
         drop_after_bytes: int | None = None,
+        stall_after_bytes: int | None = None,
+        close_after_bytes: int | None = None,
+        garbage_after_bytes: int | None = None,
+        status: int | None = None,
+        silence_updates: bool = True,
         api_key: str | None = None,
     ) -> None:
         self.script = list(script or [])
+        self.stall_after_bytes = stall_after_bytes    # keep reading, never answer again
+        self.close_after_bytes = close_after_bytes    # a clean close frame mid-stream
+        self.garbage_after_bytes = garbage_after_bytes  # a text frame that is not JSON, then close
+        self.status = status                          # refuse the handshake with this HTTP status
+        self.silence_updates = silence_updates        # an empty Results per second of audio
         self.api_key = api_key  # when set, other keys get the real service's 401 at the handshake
         self.drop_after_bytes = drop_after_bytes  # abort the TCP connection, no close frame
         self.sessions: list[Session] = []
@@ -73,6 +83,8 @@ class FakeDeepgram:
         await self._server.wait_closed()
 
     def _authorize(self, ws: ServerConnection, request: Request) -> Response | None:
+        if self.status is not None:
+            return ws.respond(self.status, '{"err_code":"UNAVAILABLE","err_msg":"fake outage"}')
         if self.api_key is None or request.headers.get("Authorization") == f"Token {self.api_key}":
             return None
         return ws.respond(HTTPStatus.UNAUTHORIZED, '{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials."}')
@@ -90,12 +102,26 @@ class FakeDeepgram:
                 if self.drop_after_bytes is not None and len(session.audio) >= self.drop_after_bytes:
                     ws.transport.abort()
                     return
+                if self.stall_after_bytes is not None and len(session.audio) >= self.stall_after_bytes:
+                    continue
+                if self.close_after_bytes is not None and len(session.audio) >= self.close_after_bytes:
+                    await ws.close(1011)
+                    return
+                if self.garbage_after_bytes is not None and len(session.audio) >= self.garbage_after_bytes:
+                    await ws.send("\x00not json{")
+                    await ws.close(1000)
+                    return
+                second = len(session.audio) // MULAW_8K_BYTES_PER_SECOND
+                if self.silence_updates and second > (len(session.audio) - len(message)) // MULAW_8K_BYTES_PER_SECOND:
+                    await ws.send(json.dumps(_results("", said, 0.0, final=False, speech_final=False)))
                 while pending and len(session.audio) >= pending[0].after_bytes:
                     utt = pending.pop(0)
                     said = await self._say(ws, utt, said, len(session.audio))
                 continue
             kind = json.loads(message).get("type", "")
             session.control.append(kind)
+            if self.stall_after_bytes is not None and len(session.audio) >= self.stall_after_bytes:
+                continue
             if kind == "Finalize":
                 await ws.send(json.dumps(_results("", said, 0.0, final=True, speech_final=False, from_finalize=True)))
             elif kind == "CloseStream":

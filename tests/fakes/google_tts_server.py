@@ -7,6 +7,7 @@ so the SDK's stock gRPC transport talks to it unchanged. The "speech" is a 440 H
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 import warnings
@@ -42,7 +43,15 @@ class FakeGoogleTTS:
         chunk_seconds: float = 0.1,
         wav_header_in_stream: bool = False,
         fail_with: grpc.StatusCode | None = None,
+        stall_after_chunks: int | None = None,
+        fail_after_chunks: int | None = None,
+        pause_seconds: float = 0.0,
+        chunk_bytes: int | None = None,
     ) -> None:
+        self.stall_after_chunks = stall_after_chunks  # then send nothing more, keep the stream open
+        self.fail_after_chunks = fail_after_chunks    # then abort with UNAVAILABLE (mid-sentence)
+        self.pause_seconds = pause_seconds            # between chunks (with chunk_bytes=1: a trickle)
+        self.chunk_bytes = chunk_bytes
         self.seconds_per_char = seconds_per_char
         self.chunk_seconds = chunk_seconds
         self.wav_header_in_stream = wav_header_in_stream  # to prove the client copes either way
@@ -101,8 +110,14 @@ class FakeGoogleTTS:
             if self.wav_header_in_stream and not header_sent:
                 header_sent = True
                 yield tts.StreamingSynthesizeResponse(audio_content=_wav_header(audio_cfg.audio_encoding, rate, 0))
-            step = max(1, int(rate * self.chunk_seconds) * _bytes_per_sample(audio_cfg.audio_encoding))
-            for i in range(0, len(body), step):
+            step = self.chunk_bytes or max(1, int(rate * self.chunk_seconds) * _bytes_per_sample(audio_cfg.audio_encoding))
+            for n, i in enumerate(range(0, len(body), step)):
+                if self.stall_after_chunks is not None and n >= self.stall_after_chunks:
+                    await asyncio.sleep(3600)
+                if self.fail_after_chunks is not None and n >= self.fail_after_chunks:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted failure mid-stream")
+                if n and self.pause_seconds:
+                    await asyncio.sleep(self.pause_seconds)
                 yield tts.StreamingSynthesizeResponse(audio_content=body[i : i + step])
 
     async def _synthesize_speech(

@@ -29,6 +29,9 @@ class Reply:
     status: int = 200          # non-200: answer with an OpenAI-style JSON error instead
     error_message: str = "scripted failure"
     drop_after_chunks: int | None = None  # cut the connection mid-stream
+    stall_after_chunks: int | None = None  # then send nothing more, keep the connection open
+    pause_seconds: float = 0.0             # between chunks (a slow or trickling server)
+    garbage_after_chunks: int | None = None  # then an event that is not JSON
 
 
 @dataclass
@@ -91,6 +94,12 @@ class FakeOpenAI:
             if reply.drop_after_chunks is not None and sent >= reply.drop_after_chunks:
                 writer.transport.abort()
                 return
+            if reply.stall_after_chunks is not None and sent >= reply.stall_after_chunks:
+                await asyncio.sleep(3600)
+            if reply.garbage_after_chunks is not None and sent >= reply.garbage_after_chunks:
+                chunk = b"data: {not json\n\n"
+            if sent and reply.pause_seconds:
+                await asyncio.sleep(reply.pause_seconds)
             event = chunk if isinstance(chunk, bytes) else f"data: {json.dumps(chunk)}\n\n".encode()
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()

@@ -117,13 +117,14 @@ def test_fallback_stt_carries_on_with_the_next_provider_on_one_clock() -> None:
 
     events = asyncio.run(_feed(stt.stream(), 20, paced=True))
 
-    assert [e.text for e in events] == ["cloud 5", "offline 5", "offline 10"]
-    # The second stream began after the 8 frames the first one took: its times are shifted.
-    assert events[1].end == pytest.approx(0.16 + 0.10)
-    assert events[2].end == pytest.approx(0.16 + 0.20)
+    assert [e.text for e in events] == ["cloud 5", "offline 5", "offline 10", "offline 15"]
+    # The second stream heard again the 3 frames after the last final words (6-8), then the
+    # rest: its clock starts at frame 5 and its times are shifted onto ours.
+    assert events[1].end == pytest.approx(0.10 + 0.10)
+    assert events[3].end == pytest.approx(0.10 + 0.30)
     assert [(f.kind, f.failed, f.next) for f in seen] == [("stt", "cloud", "offline")]
     assert seen[0].error.retryable
-    assert secondary.streams[0].frames == 12  # every frame after the failure reached it
+    assert secondary.streams[0].frames == 3 + 12  # the words in progress, then every later frame
 
 
 def test_fallback_stt_raises_the_last_providers_error() -> None:

@@ -43,6 +43,7 @@ class DeepgramSTT(SpeechToText):
         smart_format: bool = True,
         connect_timeout: float = 5.0,
         close_timeout: float = 3.0,
+        stall_timeout: float | None = 5.0,
     ) -> None:
         # DEEPGRAM_API_KEY is for Deepgram's own hosts; another url (a self-hosted server) gets a
         # key only when one is named for it.
@@ -55,6 +56,9 @@ class DeepgramSTT(SpeechToText):
         self.smart_format = smart_format
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
+        # Deepgram answers audio with results (empty ones for silence) within about a second:
+        # this much audio with no message at all is a socket gone quiet.
+        self.stall_timeout = stall_timeout
         kwargs: dict[str, Any] = {"api_key": key}
         if url:
             # Only the websocket base matters for listen v1; REST stays on the default host.
@@ -100,6 +104,7 @@ class DeepgramStream(SttStream):
         self._options = provider.connect_options(language, keyterms)
         # Let Deepgram flush its last finals after CloseStream, but never hang a hangup on it.
         self.close_timeout = provider.close_timeout
+        self.stall_timeout = provider.stall_timeout
         self._last_word_end = 0.0
         self._turn_open = False  # words heard since the last speech_final
 
@@ -122,6 +127,7 @@ class DeepgramStream(SttStream):
 
     async def _receive(self, sock: Any) -> None:
         async for message in sock:
+            self._alive()
             event = self._to_event(message)
             if event is not None:
                 self._emit(event)
