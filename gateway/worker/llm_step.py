@@ -9,6 +9,7 @@ a user-role data message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -106,22 +107,35 @@ class LlmConversation:
         for _round in range(_MAX_TOOL_ROUNDS):
             started = loop.time()
             text, calls, buffer, first = "", [], "", True
-            async for delta in self.llm.chat(self.messages, self._tools):
-                if first:
-                    metrics.stage_latency("llm_first_token", loop.time() - started)
-                    first = False
-                if delta.tool_call is not None:
-                    calls.append(delta.tool_call)
-                if delta.text:
-                    text += delta.text
-                    buffer += delta.text
-                    done = sentences(buffer)
-                    if len(done) > 1:  # the last piece may still grow
-                        for sentence in done[:-1]:
-                            await self._say(sentence)
-                        buffer = done[-1]
-            if buffer.strip():
-                await self._say(buffer.strip())
+            heard: list[str] = []   # sentences the caller heard to the end
+            interrupted = False
+            deltas = self.llm.chat(self.messages, self._tools)
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    if first:
+                        metrics.stage_latency("llm_first_token", loop.time() - started)
+                        first = False
+                    if delta.tool_call is not None:
+                        calls.append(delta.tool_call)
+                    if delta.text:
+                        text += delta.text
+                        buffer += delta.text
+                        done = sentences(buffer)
+                        if len(done) > 1:  # the last piece may still grow
+                            buffer = done[-1]
+                            interrupted = not await self._say_all(done[:-1], heard)
+                            if interrupted:
+                                break  # closing the stream stops the model: nobody listens
+            if not interrupted and buffer.strip():
+                interrupted = not await self._say_all([buffer.strip()], heard)
+            if interrupted:
+                # The caller cut in: the history keeps what they heard, not what was generated,
+                # and tools the model chose in an answer nobody heard out are not run.
+                log.info("call %s: the caller interrupted the model after %d sentence(s)",
+                         self.session.call.key, len(heard))
+                if heard:
+                    self.messages.append({"role": "assistant", "content": " ".join(heard)})
+                return
             message: dict = {"role": "assistant", "content": text or None}
             if calls:
                 message["tool_calls"] = [{"id": c.id, "type": "function",
@@ -133,6 +147,14 @@ class LlmConversation:
             for tool_call in calls:
                 result = await self._run_tool(tool_call)
                 self.messages.append({"role": "tool", "tool_call_id": tool_call.id, "content": result})
+
+    async def _say_all(self, texts: list[str], heard: list[str]) -> bool:
+        """Say each text; False as soon as the caller barges in (that one was not heard out)."""
+        for text in texts:
+            if not await self._say(text):
+                return False
+            heard.append(text)
+        return True
 
     async def _run_tool(self, call: ToolCall) -> str:
         """Run one tool; its name, arguments (redacted), status and duration go in the audit trail."""
