@@ -48,6 +48,7 @@ class ScriptRunner:
         self.variables: dict[str, str] = {**script.variables, **variables}
         self._spoken: dict[str, str] = {}  # gathered answers as read back, for {name} in what is said
         self._timezone = timezone  # the dialplan's: "tomorrow" is the caller's tomorrow
+        self._after_read_back = False  # the last answer was a yes to a read-back
         self._turn_end: float | None = None
 
     async def run(self) -> str:
@@ -167,20 +168,24 @@ class ScriptRunner:
             has_transfer_target=f.escalate_to is not None, no_input_timeout=g.timeout))
         prompt = sc.fill(g.prompt, self.speakable)
         loop = asyncio.get_running_loop()
-        first = True
+        first, listen_on = True, False
         while True:
             # What the answer will be like: turn-taking ends the turn sooner on a whole answer.
             self.session.expect([w for syns in (g.expect or {}).values() for w in syns], kind=g.slot.type)
             # A caller who talked over the previous sentence may already have answered.
-            if not (first and self.session.has_answer()):
+            if not (first and self.session.has_answer()) and not listen_on:
                 await self._say(prompt)
-            first = False
+            first = listen_on = False
             policy.listen(loop.time())
             answer = await self.session.next_answer(g.timeout, dtmf=g.input != "speech",
                                                     max_digits=_max_digits(g))
             if answer.speech_end:
                 self._turn_end = answer.speech_end
             value = None if answer.empty else self._parse(g, answer)
+            agreed, self._after_read_back = self._after_read_back, False
+            if value is None and agreed and slots.parse_yes_no(answer.text) == "yes":
+                listen_on = True  # the rest of "Yes, ... that's right" to the read-back: not this answer
+                continue
             kind = "no_input" if answer.empty else "no_match" if value is None else "match"
             heard = 1.0 if answer.digits else answer.confidence
             confidence = min(heard, value.confidence) if value is not None else heard
@@ -271,6 +276,7 @@ class ScriptRunner:
                 value = other  # not sure of the correction either: read that one back
                 continue
             if said == "yes" or (other is not None and other.value == value.value):
+                self._after_read_back = True
                 return value
             return None
         return None
