@@ -95,3 +95,12 @@ def test_confirm_never_takes_an_unsure_answer() -> None:
     g = Gather("note", "Anything else?", confirm="never")
     runner, said = gather(g, heard("the blue one", 0.2))
     assert runner.variables["note"] == "the blue one" and said == ["Anything else?"]
+
+
+def test_the_rest_of_a_yes_to_a_read_back_is_not_the_next_answer() -> None:
+    caller = ScriptedCaller(heard("Friday."), heard("Yes,"), heard("that's right."), heard("Two pm."))
+    runner = ScriptRunner(AgentScript("t", "t.yaml", disclosure=None), caller, "sip:op@127.0.0.1", {})  # type: ignore[arg-type]
+    asyncio.run(runner.gather(Gather("day", "Which day?", slot=Slot("day"), confirm="always")))
+    asyncio.run(runner.gather(TIME))
+    assert caller.said == ["Which day?", "Friday, is that right?", "What time?"]
+    assert (runner.variables["day"], runner.variables["time"]) == ("friday", "2 pm")
