@@ -13,6 +13,9 @@ from gateway.compliance.redact import KINDS, redact_value
 
 Sink = Callable[[str, dict[str, Any]], None]
 MAX_TEXT = 2000  # characters of one event's text: a model or a caller can produce any amount
+# What a caller, the agent or a tool said is redacted; the CDR's numbers (dialplan, transfer
+# target) are what the record is for, and stay.
+CONTENT = frozenset({"text", "arguments", "question", "value", "values"})
 
 
 class CallAudit:
@@ -27,7 +30,7 @@ class CallAudit:
 
     def log(self, kind: str, **data: Any) -> dict[str, Any]:
         """Append one event (its strings redacted and bounded); returns it as stored."""
-        clean = redact_value({k: _bounded(v) for k, v in data.items()}, self.kinds)
+        clean = {k: redact_value(_bounded(v), self.kinds) if k in CONTENT else _bounded(v) for k, v in data.items()}
         event = self.chain.append(kind, clean, self._clock()).as_dict()
         if self.sink is not None:
             self.sink(self.call_id, event)

@@ -40,7 +40,7 @@ class CallJournal:
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # A line cut short (crash, full disk) must not glue itself to the next one.
-        self._torn = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
+        self._torn = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
 
     def started(self, record: dict[str, Any]) -> None:
         self._append({"event": "start", "call_id": record["call_id"], "record": record})
@@ -68,8 +68,8 @@ class CallJournal:
             self._torn = False
 
     def entries(self) -> list[dict[str, Any]]:
-        out = []
-        if not self.path.exists():
+        out: list[dict[str, Any]] = []
+        if not self.path.is_file():  # nothing yet (or a device: nothing to read back)
             return out
         with open(self.path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -83,6 +83,8 @@ class CallJournal:
 
     def compact(self, keep: set[str]) -> None:
         """Rewrite the journal with only the lines of calls in keep, atomically."""
+        if not self.path.is_file():
+            return
         with self._lock:
             lines = [json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in self.entries()
                      if _call_id(e) in keep]
@@ -213,6 +215,11 @@ class RecordWriter:
         """Open the store (a corrupt file raises StoreCorrupt) and write what the journal holds;
         returns the ids of calls a crashed predecessor left in progress."""
         self._open_store(must=True)
+        return self.recover()
+
+    def recover(self) -> list[str]:
+        """Queue what the journal holds for the store, store it, then compact the journal (only
+        what was stored leaves it)."""
         open_calls, unstored = self.journal.recover()
         for data in unstored + open_calls:
             self.pending[data["call_id"]] = data
