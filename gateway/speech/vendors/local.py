@@ -184,7 +184,7 @@ class WhisperSTT(SpeechToText):
     # Partial words while the caller talks, only when the model is idle (None: off).
     interim_interval: float | None = 0.6
     # Silence (after webrtcvad's own ~80 ms tail) before the words so far are decoded.
-    pause_hypothesis: float | None = 0.04
+    pause_hypothesis: float | None = 0.08  # shorter: stop consonants inside words count as pauses
     # The agent's vocabulary and the words the script expects next, as the decoder's prompt:
     # domain words come out right more often (WER 51.8 % -> 38.4 % on tests/bench/bench_recogniser.py's
     # domain phrases), the other phrases no worse.
@@ -313,7 +313,10 @@ class WhisperStream(SttStream):
         self._jobs.put_nowait(None)  # end of jobs
 
     def _on_finalize(self) -> None:
-        # The turn is over (the session's endpointing said so before our hangover did).
+        # The turn is over (the session's endpointing said so before our hangover did). Only
+        # cut where this VAD hears a pause too: mid-word, the hangover ends it whole instead.
+        if self._seg.silence_seconds <= 0:
+            return
         segment = self._seg.flush()
         if segment is not None:
             self._queue_final(segment)
