@@ -25,6 +25,7 @@ _TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 _SEPARATORS = set("-.,()+")
 _SSN_WORDS = re.compile(r"\b(social|security|ssn|s\.?s\.?n)\b", re.IGNORECASE)
 _PHONE_WORDS = re.compile(r"\b(phone|number|call|reach|cell|mobile|text|fax|dial)\b", re.IGNORECASE)
+_CARD_WORDS = re.compile(r"\b(card|visa|mastercard|amex|credit|debit)\b", re.IGNORECASE)
 _BIRTH_WORDS = re.compile(r"\b(born|birth|birthday|dob|d\.?\s?o\.?\s?b)\b", re.IGNORECASE)
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -88,10 +89,12 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Span]:
     for start, end, digits, grouping in _digit_runs(text):
         if any(s.start < end and start < s.end for s in spans):
             continue
-        n, context = len(digits), _before(text, start)
+        n, context, after = len(digits), _before(text, start), text[end:end + 30]
         if n >= 13:
             add("card", start, end, luhn(digits))
-        elif n == 9 and (grouping == [3, 2, 4] or _SSN_WORDS.search(context)):
+        elif 8 <= n <= 12 and _CARD_WORDS.search(context):
+            add("card", start, end, False)  # part of a card number, read with a pause in it
+        elif n == 9 and (grouping == [3, 2, 4] or _SSN_WORDS.search(context) or _SSN_WORDS.search(after)):
             add("ssn", start, end)
         elif n == 10 or (n == 11 and digits[0] == "1") or (text[start] == "+" and 8 <= n <= 15):
             add("phone", start, end)
