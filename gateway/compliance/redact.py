@@ -92,7 +92,7 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Span]:
         n, context, after = len(digits), _before(text, start), text[end:end + 30]
         if n >= 13:
             add("card", start, end, luhn(digits))
-        elif 8 <= n <= 12 and _CARD_WORDS.search(context):
+        elif 8 <= n <= 12 and _CARD_WORDS.search(context) and all(g == 4 for g in grouping[:-1]):
             add("card", start, end, False)  # part of a card number, read with a pause in it
         elif n == 9 and (grouping == [3, 2, 4] or _SSN_WORDS.search(context) or _SSN_WORDS.search(after)):
             add("ssn", start, end)
