@@ -177,7 +177,9 @@ class Transaction:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self._cursor.execute(self._db._sql(sql), tuple(params))
-        names = [d[0] for d in cur.description or ()]
+        if cur.description is None:  # a statement that returns no rows
+            return []
+        names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
