@@ -29,7 +29,8 @@ from gateway.store.calls import CallStore
 from gateway.store.db import StoreCorrupt, StoreError
 
 log = logging.getLogger("gateway.records")
-COMPACT_BYTES = 8 << 20  # journal size past which it is rewritten with only the open calls
+COMPACT_BYTES = 8 << 20
+CDR_VARIABLES = frozenset({"caller", "called"})  # journal size past which it is rewritten with only the open calls
 
 
 class CallJournal:
@@ -178,7 +179,9 @@ def final_record(record: Any, audit: Any, policy: RecordPolicy, **extra: Any) ->
             continue
         turns.append({**turn, "text": redact(str(turn.get("text", "")), kinds)})
     data["transcript"] = turns
-    data["variables"] = redact_value(data.get("variables") or {}, kinds)
+    values = data.get("variables") or {}
+    # The call's own numbers (caller, called) are the CDR; what was said or gathered is redacted.
+    data["variables"] = {k: v if k in CDR_VARIABLES else redact_value(v, kinds) for k, v in values.items()}
     data["digits"] = redact(data.get("digits") or "", kinds)
     data["tools"] = tools
     data["consents"] = list(audit.consents) if audit is not None else []
