@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar
 
+from gateway.script.consent import Consent
+
 __all__ = [
     "BUILTIN_TOOLS",
     "BUILTIN_VARIABLES",
@@ -287,7 +289,7 @@ class Hangup:
     pass
 
 
-Step = Say | Play | Pause | Gather | Branch | Llm | Transfer | Hangup
+Step = Say | Play | Pause | Gather | Branch | Llm | Transfer | Hangup | Consent
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, 
 
 from gateway.config.schema import Invalid, Lines, Number, OneKey, Strict, Text, Whole, between, listed
 from gateway.errors import ConfigError
+from gateway.script.consent import ANSWERS, ConsentFile, consent_variable
 from gateway.script.slot_file import ConfirmSpec, Ranges, SlotTypeText, build_slot, typed_values
 from gateway.script.model import (
     BUILTIN_TOOLS,
@@ -55,7 +56,7 @@ _SIP_URI = re.compile(r"^(sips?):([^\s<>\"]+)$", re.IGNORECASE)
 _TEL_URI = re.compile(r"^(tel):(\+?[0-9*#().\-]+(?:;[^\s<>\"]*)?)$", re.IGNORECASE)
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _INPUTS = ("speech", "dtmf", "both")
-_STEP_KEYS = ("say", "play", "pause", "gather", "branch", "llm", "transfer", "hangup")
+_STEP_KEYS = ("say", "play", "pause", "gather", "branch", "llm", "transfer", "hangup", "consent")
 _SCRIPT_ONLY = ("branch", "llm")
 
 
@@ -299,6 +300,7 @@ class StepFile(OneKey):
     llm: LlmFile = Field(None)
     transfer: TransferSpec = Field(None)
     hangup: Annotated[Any, AfterValidator(_hangup)] = Field(None)
+    consent: ConsentFile = Field(None)
 
 
 TransferTo.model_rebuild()
@@ -333,6 +335,8 @@ class Builder:
                           self.steps(value.default))
         if key == "llm":
             return self.llm(value)
+        if key == "consent":
+            return value.build()
         if key == "transfer":
             if isinstance(value, str):
                 return Transfer(value)
@@ -449,6 +453,9 @@ class StepCheck:
             self.branch(value, at, known)
         elif key == "llm" and isinstance(value, dict):
             self.llm(value, at, known)
+        elif key == "consent" and isinstance(value, dict):
+            known.add(consent_variable(value))
+            self.expects[consent_variable(value)] = ANSWERS
 
     def text(self, text: Any, loc: Loc, known: set[str]) -> None:
         if isinstance(text, str):

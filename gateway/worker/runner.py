@@ -16,6 +16,7 @@ from gateway.worker import metrics
 from gateway.conversation import fallback as fb
 from gateway.conversation.turns import TurnState
 from gateway.script import model as sc
+from gateway.script.consent import Consent
 from gateway.script import slots
 from gateway.worker import webhooks
 from gateway.worker.llm_step import LlmConversation
@@ -56,6 +57,7 @@ class ScriptRunner:
         context = asyncio.ensure_future(self._fetch_context())
         try:
             if self.script.disclosure:
+                self.call.audit.log("disclosure", text=self.script.disclosure)
                 await self._say(self.script.disclosure, interruptible=False)
             self.variables.update(await context)
             await self.steps(self.script.steps)
@@ -117,6 +119,8 @@ class ScriptRunner:
             raise ScriptEnded("completed")
         elif isinstance(step, sc.Llm):
             await self.converse(step)
+        elif isinstance(step, Consent):
+            await self.consent(step)
         return True
 
     async def _until_key(self, work: Awaitable[object], until_key: bool) -> bool:
@@ -310,6 +314,26 @@ class ScriptRunner:
         await self._say(GOODBYE)
         await self._hangup()
         raise ScriptEnded("gave_up")
+
+    async def consent(self, step: Consent) -> None:
+        """Ask; take yes or no by speech or keypad (1 yes, 2 no); log the answer in the audit trail
+        and set the step's variable to yes, no or unanswered."""
+        self.call.audit.log("consent_asked", topic=step.topic, question=step.ask)
+        answer, via = "unanswered", "none"
+        for _attempt in range(step.attempts):
+            self.session.flush_answers()
+            await self._say(step.ask)
+            heard = await self.session.next_answer(step.timeout, dtmf=True)
+            if heard.digits:
+                answer, via = {"1": "yes", "2": "no"}.get(heard.digits[:1], "unanswered"), "keypad"
+            elif heard.text.strip():
+                said = sc.confirm_answer(heard.text)
+                answer, via = ("unanswered" if said is None else "yes" if said else "no"), "speech"
+            if answer != "unanswered":
+                break
+        self.variables[step.variable] = answer
+        self.call.audit.consent(step.topic, step.ask, answer, via)
+        log.info("call %s: consent to %s: %s (%s)", self.call.key, step.topic, answer, via)
 
     async def converse(self, step: sc.Llm) -> None:
         if self._llm is None:
