@@ -20,6 +20,7 @@ from gateway.script import model as sc
 from gateway.worker import webhooks
 from gateway.worker.destinations import networks, refusal
 from gateway.worker.llm_step import LlmConversation
+from gateway.worker.audit import CallAudit
 from gateway.script.loader import load_agent, load_agent_checked
 from gateway.worker.untrusted import MAX_SPOKEN, brief, spoken
 from gateway.errors import ConfigError
@@ -354,6 +355,9 @@ class _Call:
     key = 7
     record = _Record()
 
+    def __init__(self) -> None:
+        self.audit = CallAudit(self.record.call_id)
+
 
 class _Session:
     def __init__(self) -> None:
@@ -390,14 +394,16 @@ def _conversation(url: str, model: _Model, variables: dict[str, str]) -> tuple[L
 
 
 def test_a_malformed_tool_reply_becomes_an_error_the_model_handles():
-    async def main() -> tuple[_Model, list[str]]:
+    async def main() -> tuple[_Model, list[str], list[dict]]:
         async with serve(raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{oops")) as server:
             model = _Model('{"day": "mon"}')
             conversation, said = _conversation(server.url(), model, {})
             await conversation._respond(0.0)
-            return model, said
+            return model, said, conversation.session.call.audit.tools
 
-    model, said = run(main())
+    model, said, tools = run(main())
+    # The audit trail has the tool call: its name, arguments and that it failed.
+    assert [(t["name"], t["arguments"], t["status"]) for t in tools] == [("check_slot", {"day": "mon"}, "error")]
     tool_message = model.sent[1][-1]
     assert tool_message["role"] == "tool"
     assert json.loads(tool_message["content"]) == {"error": "check_slot failed: reply is not valid JSON"}
