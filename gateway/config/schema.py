@@ -81,9 +81,12 @@ def load(path: Path, model: type[Model], *, context: dict | None = None, check: 
          ) -> tuple[Model | None, list[ConfigError]]:
     """The file validated as `model`, or None and every error found (file:line: message)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, [ConfigError(str(path), 0, f"cannot read: {exc.strerror or exc}")]
+    if len(data) > MAX_FILE_BYTES:
+        return None, [ConfigError(str(path), 0, f"larger than {MAX_FILE_BYTES // 1024} KiB")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -114,6 +117,7 @@ def located(text: str, where: str) -> tuple[Any, Lines]:
     """Plain values of a YAML document and the line of each location in it; an empty document
     (or one of only comments) is an error."""
     try:
+        _bounded_events(text, where)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -121,10 +125,67 @@ def located(text: str, where: str) -> tuple[Any, Lines]:
         return _raise(where, line, f"invalid YAML: {exc.problem or exc.context or 'syntax error'}")
     except yaml.YAMLError as exc:
         return _raise(where, 1, f"invalid YAML: {exc}")
+    except RecursionError:
+        return _raise(where, 1, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
     if node is None:
         return _raise(where, 1, "file is empty")
     lines = Lines()
-    return _plain(node, (), lines, where), lines
+    return _plain(node, (), lines, where, _Walk()), lines
+
+
+# Bounds on what one file may make the reader build: an alias names a node that is read again
+# wherever it is used, so a few hundred bytes of nested aliases would expand to billions of
+# values (a "billion laughs"), and an alias inside its own anchor to an endless one.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+MAX_ALIASES = 1000
+
+
+def _bounded_events(text: str, where: str) -> None:
+    """Read the file's events once, flat (no recursion), refusing it past the depth and alias
+    bounds before anything is built from it."""
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                _raise(where, event.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                _raise(where, event.start_mark.line + 1, f"more than {MAX_ALIASES} alias uses")
+
+
+class _Walk:
+    """What reading one file has built so far: values, the nodes being read (for cycles), the
+    aliases followed."""
+
+    __slots__ = ("aliases", "nodes", "open", "seen")
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.aliases = 0
+        self.open: set[int] = set()
+        self.seen: set[int] = set()
+
+    def enter(self, node: yaml.Node, depth: int, where: str) -> None:
+        line = node.start_mark.line + 1
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            _raise(where, line, f"more than {MAX_NODES} values (aliases expanding too far?)")
+        if depth > MAX_DEPTH:
+            _raise(where, line, f"nested deeper than {MAX_DEPTH} levels")
+        if id(node) in self.open:
+            _raise(where, line, "an alias refers to itself")
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.seen:
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    _raise(where, line, f"more than {MAX_ALIASES} alias uses")
+            self.seen.add(id(node))
 
 
 def messages(exc: ValidationError, where: str, lines: Mapping[Loc, int],
@@ -150,7 +211,19 @@ def messages(exc: ValidationError, where: str, lines: Mapping[Loc, int],
 
 # -- values ---------------------------------------------------------------------------------------
 
-def _plain(node: yaml.Node, loc: Loc, lines: Lines, where: str) -> Any:
+def _plain(node: yaml.Node, loc: Loc, lines: Lines, where: str, walk: _Walk) -> Any:
+    walk.enter(node, len(loc), where)
+    if isinstance(node, yaml.CollectionNode):
+        walk.open.add(id(node))
+        try:
+            return _collection(node, loc, lines, where, walk)
+        finally:
+            walk.open.discard(id(node))
+    lines[loc] = node.start_mark.line + 1
+    return _scalar(node, where)
+
+
+def _collection(node: yaml.CollectionNode, loc: Loc, lines: Lines, where: str, walk: _Walk) -> Any:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -163,11 +236,9 @@ def _plain(node: yaml.Node, loc: Loc, lines: Lines, where: str) -> Any:
             if key in out:
                 _raise(where, line, f"duplicate key '{key}' (first on line {lines.key_lines[(*loc, key)]})")
             lines.key_lines[(*loc, key)] = line
-            out[key] = _plain(value_node, (*loc, key), lines, where)
+            out[key] = _plain(value_node, (*loc, key), lines, where, walk)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, (*loc, i), lines, where) for i, item in enumerate(node.value)]
-    return _scalar(node, where)
+    return [_plain(item, (*loc, i), lines, where, walk) for i, item in enumerate(node.value)]
 
 
 # Tags PyYAML's resolver may give a plain scalar; the text is then read by YAML 1.2's rules (a

@@ -330,16 +330,28 @@ class Worker:
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(_RELOAD_SECONDS)
-            errors = self.dialplans.poll()
-            if errors is None:
-                continue
-            if errors:
+            try:
+                await self._reload_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad reload must not end reloading for good
                 metrics.DIALPLAN_RELOAD_ERRORS.inc()
-                for error in errors:
-                    log.error("dialplan reload refused, keeping the last good set: %s", error)
-            else:
-                log.info("dialplans reloaded (%d numbers)", len(self.dialplans.current.plans))
-                await self._warm()
+                log.exception("dialplan reload failed, keeping the last good set")
+
+    async def _reload_once(self) -> None:
+        """Dialplans, agent scripts and clips read on a thread (a hostile file cannot hold the
+        loop), swapped in whole or not at all."""
+        errors = await self.dialplans.refresh()
+        if errors is None:
+            return
+        if errors:
+            metrics.DIALPLAN_RELOAD_ERRORS.inc()
+            for error in errors:
+                log.error("dialplan reload refused, keeping the last good set: %s", error)
+            return
+        self._clips.clear()  # edited clip files are read again on their next play
+        log.info("dialplans reloaded (%d numbers)", len(self.dialplans.current.plans))
+        await self._warm()
 
     # ---- drain ----
     async def _drain(self) -> None:

@@ -67,3 +67,83 @@ def test_start_with_errors_serves_the_files_that_load(tmp_path: Path) -> None:
     assert [e.line for e in store.errors] == [2]
     assert set(store.current.plans) == {"1"}
     assert store.poll() is None
+
+
+BOMB = """numbers: ['+15550100']
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+reject: 486
+"""
+
+
+def test_hostile_yaml_is_refused_without_holding_the_loop_and_reloading_goes_on(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    plan = tmp_path / "sales.yaml"
+    _write(plan, "numbers: ['+15550100']\nreject: 486\n")
+    store = DialplanStore(tmp_path)
+
+    async def refresh_while_ticking() -> tuple[list, float]:
+        lag = 0.0
+        ticking = True
+
+        async def tick() -> None:
+            nonlocal lag
+            while ticking:
+                before = time.monotonic()
+                await asyncio.sleep(0.005)
+                lag = max(lag, time.monotonic() - before - 0.005)
+
+        ticker = asyncio.create_task(tick())
+        errors = await store.refresh()
+        ticking = False
+        await ticker
+        return errors or [], lag
+
+    for hostile, why in ((BOMB, "alias uses"),
+                         ("numbers: ['+15550100']\nx: &x [1, *x]\nreject: 486\n", "refers to itself"),
+                         ("numbers: ['+15550100']\nx: " + "[" * 200 + "]" * 200 + "\nreject: 486\n",
+                          "nested deeper")):
+        _write(plan, hostile)
+        errors, lag = asyncio.run(refresh_while_ticking())
+        assert errors and "sales.yaml" in str(errors[0]) and why in str(errors[0]), errors
+        assert lag < 0.1, lag
+        assert _action(store, "+15550100") == RejectAction(486, "Busy Here")
+    _write(plan, "numbers: ['+15550100']\nreject: 603\n")   # and the next good edit still loads
+    assert asyncio.run(store.refresh()) == []
+    assert _action(store, "+15550100") == RejectAction(603, "Decline")
+
+
+def test_agent_script_and_clip_edits_reload_all_or_nothing(tmp_path: Path) -> None:
+    import wave
+
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    script = agents / "bot.yaml"
+    _write(script, "steps:\n  - say: Hello.\n")
+    _write(tmp_path / "bot.yaml", "numbers: ['+15550100']\nagent: agents/bot.yaml\n")
+    store = DialplanStore(tmp_path)
+    assert store.errors == []
+    first = _action(store, "+15550100")
+
+    _write(script, "steps:\n  - say: Hello again.\n")
+    assert store.poll() == []                      # an agent script edit is picked up
+    assert _action(store, "+15550100") != first
+
+    clip = agents / "hi.wav"
+    with wave.open(str(clip), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 800)
+    _write(script, "steps:\n  - play: hi.wav\n")
+    assert store.poll() == []
+    good = _action(store, "+15550100")
+    _write(clip, "not a wav file")                  # a broken clip: the whole set is refused
+    errors = store.poll()
+    assert errors and "hi.wav" in str(errors[0]), errors
+    assert _action(store, "+15550100") == good
