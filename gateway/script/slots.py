@@ -40,7 +40,7 @@ class SlotValue:
 Expect = Mapping[str, tuple[str, ...]] | None
 
 
-def answer_text(text: str) -> str:
+def answer_text(text: str, once: bool = True) -> str:
     """Lowercase words and digits: a.m. -> am, number words -> digits ("two pm" -> "2 pm")."""
     t = text.casefold().replace("’", "'")
     t = re.sub(r"\b([ap])\.\s?m\b\.?", r"\1m", t)
@@ -54,7 +54,9 @@ def answer_text(text: str) -> str:
         t = alpha2digit(t, "en", threshold=0)
     except Exception:  # vendor edge: an odd input must not end the call
         pass
-    return " ".join(t.split())
+    # A small recogniser may repeat itself ("11 11", "no no"): a word said twice in a row is one.
+    words = t.split()
+    return " ".join(w for i, w in enumerate(words) if not once or i == 0 or w != words[i - 1])
 
 
 # --- yes / no -------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ _DIGIT_WORDS = {"oh": "0", "o": "0", "zero": "0", "nought": "0"}
 
 def _digit_string(text: str) -> str:
     """Every digit said or keyed, in order: "oh four one, double five" -> "04155"."""
-    words = answer_text(text).replace("-", " ").split()
+    words = answer_text(text, once=False).replace("-", " ").split()  # "5 5 5" is three digits
     out, repeat = [], 1
     for w in words:
         if w in ("double", "triple"):
