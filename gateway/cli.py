@@ -133,7 +133,10 @@ def _calls(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config).with_overrides(**_records_override(args.records))
         since = time.time() - parse_duration(args.since) if getattr(args, "since", None) else None
-        store = CallStore(settings.records_target)
+        target = settings.records_target
+        if isinstance(target, Path) and not target.exists():
+            raise StoreError(f"{target}: no call store there (see records: in gateway.yaml, or --records)")
+        store = CallStore(target)
     except (ConfigError, StoreError, ValueError) as exc:
         print(f"gateway calls: {exc}", file=sys.stderr)
         return 2

@@ -195,3 +195,7 @@ def test_gateway_calls_list_show_export_and_purge(tmp_path, store):
     assert csv_lines[0].startswith("call_id,started") and csv_lines[1].startswith("c1,")
     assert "ok: 1 audit chain intact" in cli("verify", "c1").stdout
     assert "purged: 0 transcripts" in cli("purge").stdout
+    missing = subprocess.run([sys.executable, "-m", "gateway.cli", "calls", "list", "--records", str(tmp_path / "none.db")],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert missing.returncode == 2 and "no call store there" in missing.stderr
+    assert not (tmp_path / "none.db").exists()
