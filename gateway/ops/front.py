@@ -49,6 +49,7 @@ from gateway.ops.kamcmd import (
     parse_dialogs,
     parse_screening,
 )
+from gateway.ops.lifeline import with_parent
 
 __all__ = ["Destination", "Front", "FrontDialog", "FrontError", "FrontSettings", "FrontWorker",
            "ScreeningStats", "options_ping", "render_config", "stop_kamailio"]
@@ -148,6 +149,7 @@ class Front:
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() can end all of it
+                **with_parent(),         # and it stops when its starter dies, however that dies
             )
         address = self.settings.listen_address
         deadline = time.monotonic() + timeout

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gateway.config.settings import Settings
 from gateway.ops.front import Front, FrontError, FrontSettings, FrontWorker
+from gateway.ops.lifeline import with_parent
 from gateway.ops.metrics_merge import MergedMetrics
 from gateway.ops.ports import free_port
 
@@ -29,6 +30,17 @@ log = logging.getLogger("gateway.ops.supervisor")
 _HEARTBEAT_STALE = 10.0  # seconds without a heartbeat before a worker counts as hung
 _READY_TIMEOUT = 60.0
 _MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Roll:
+    """A rolling restart in progress, advanced one step per watch tick (the watcher never waits
+    for one worker's drain)."""
+
+    queue: list[WorkerProcess]
+    current: WorkerProcess | None = None
+    phase: str = ""          # draining | starting
+    deadline: float = 0.0
 
 
 @dataclass
@@ -81,6 +93,7 @@ class Supervisor:
         self.metrics = MergedMetrics(self)
         self._stop = threading.Event()
         self._roll = threading.Event()
+        self._rolling: _Roll | None = None
 
     # ---- lifecycle ----
     def run(self) -> int:
@@ -106,7 +119,8 @@ class Supervisor:
                 self._watch()
                 if self._roll.is_set():
                     self._roll.clear()
-                    self._rolling_restart()
+                    self._start_roll()
+                self._step_roll(time.monotonic())
             self._drain()
             return 0
         except FrontError as exc:
@@ -148,8 +162,10 @@ class Supervisor:
         worker.ready_file.unlink(missing_ok=True)
         worker.heartbeat_file.unlink(missing_ok=True)
         env = {**os.environ, "GATEWAY_WORKER": json.dumps(overrides)}
+        # A supervisor that dies (even by SIGKILL) takes its workers with it: no orphans.
         worker.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", *self._config_args()], env=env)
+            [sys.executable, "-m", "gateway.cli", "run", *self._config_args()], env=env,
+            **with_parent())
         worker.started_at = time.monotonic()
         worker.ready = False
         worker.stopping = False
@@ -171,6 +187,8 @@ class Supervisor:
     def _watch(self) -> None:
         now = time.monotonic()
         for worker in self.workers:
+            if worker.stopping:
+                continue  # a rolling restart is stopping it on purpose
             proc = worker.proc
             if proc is not None and proc.poll() is None:
                 if not worker.ready and worker.ready_file.exists():
@@ -235,23 +253,48 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     log.error("worker %s did not stop in time", worker.name)
 
-    def _rolling_restart(self) -> None:
+    def _start_roll(self) -> None:
+        if self._rolling is not None:
+            log.info("rolling restart already under way: SIGHUP ignored")
+            return
         log.info("rolling restart of %d workers", len(self.workers))
-        for worker in self.workers:
-            if self._stop.is_set():
+        self._rolling = _Roll(list(self.workers))
+
+    def _step_roll(self, now: float) -> None:
+        """One step of the rolling restart: drain a worker, start it again, wait until it is
+        ready, then the next. Each step returns at once; the watcher keeps watching the others."""
+        roll = self._rolling
+        if roll is None:
+            return
+        worker = roll.current
+        if worker is None:
+            if not roll.queue or self._stop.is_set():
+                self._rolling = None
                 return
+            worker = roll.current = roll.queue.pop(0)
+            worker.stopping = True
             self._set_state(worker, "disabled")
             if worker.proc is not None and worker.proc.poll() is None:
                 worker.proc.send_signal(signal.SIGTERM)
-                try:
-                    worker.proc.wait(self.settings.drain_timeout + 15)
-                except subprocess.TimeoutExpired:
-                    worker.proc.kill()
-                    worker.proc.wait()
-            self._spawn(worker)
-            if self._wait_ready(worker):
-                self._set_state(worker, "active")
+            roll.phase, roll.deadline = "draining", now + self.settings.drain_timeout + 15
+            return
+        if roll.phase == "draining":
+            proc = worker.proc
+            if proc is not None and proc.poll() is None:
+                if now < roll.deadline:
+                    return
+                log.error("worker %s did not drain in time: killed", worker.name)
+                proc.kill()
+                proc.wait()
+            self._spawn(worker)   # clears `stopping`: the watcher looks after it again
+            roll.phase, roll.deadline = "starting", now + _READY_TIMEOUT
+            return
+        if worker.ready:          # the watcher saw it ready and set it active again
             log.info("worker %s restarted", worker.name)
+            roll.current = None
+        elif now > roll.deadline:
+            log.error("worker %s did not come back: rolling restart stopped", worker.name)
+            self._rolling = None
 
     def _kill_all(self) -> None:
         for worker in self.workers:
