@@ -10,7 +10,10 @@ instead, from what the agent has just said (gateway/caller/persona_call.py). Aft
 side of the recording is transcribed offline (tiny.en) and the scenario's checks run on the
 words, the turn timing and the transfer. The report shows every check with its evidence, then the
 call's timeline. Exit status 0 only if every scenario passed; --junit writes one testcase
-per scenario. A scenario that failed while this machine starved our softphone (its media clock
+per scenario (per run with --repeat N, which also prints each scenario's pass rate). A persona
+with `replies:` is played live like an LLM one, from scripted turns. With --records, the gateway's
+record of each call gives the live word error rate of its recogniser on what the persona said.
+A scenario that failed while this machine starved our softphone (its media clock
 ran over 0.5 s late, so the agent may have heard our speech in bursts) is called once more
 (--retries); a failure on a machine that kept up never is.
 """
