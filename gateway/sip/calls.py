@@ -21,6 +21,7 @@ from gateway.sip.port import PortPool
 
 log = logging.getLogger("gateway.sip")
 _keys = itertools.count(1)
+LATE_ANSWER = 0.2  # seconds an offered INVITE waits for its first answer before 180 is sent
 _DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "info"}
 
 
@@ -122,10 +123,18 @@ class GatewayCall(pj.Call):
         self._underruns_seen = 0
         self._transfer_done = False
         self.source = ""           # "ip:port" the INVITE came from
+        self.offered_at: float | None = None  # an incoming INVITE: when pjsua offered it
+        self._responded = False    # a provisional or final answer has gone out
         self._audio_index = -1     # the active audio stream, once media is up
 
     # ---- commands (pj thread) ----
+    def awaiting_answer(self, now: float) -> bool:
+        """An incoming INVITE nothing has been answered to for LATE_ANSWER seconds."""
+        return (not self._responded and self.offered_at is not None
+                and now - self.offered_at >= LATE_ANSWER)
+
     def reject(self, code: int, reason: str) -> None:
+        self._responded = True
         self.hung_up_locally = True
         prm = pj.CallOpParam()
         prm.statusCode = code
@@ -133,11 +142,13 @@ class GatewayCall(pj.Call):
         self.hangup(prm)
 
     def respond(self, code: int) -> None:
+        self._responded = True
         prm = pj.CallOpParam()
         prm.statusCode = code
         self.answer(prm)
 
     def end(self, code: int = 0) -> None:
+        self._responded = True
         self.hung_up_locally = True
         prm = pj.CallOpParam()
         if code:

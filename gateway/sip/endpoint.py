@@ -157,6 +157,7 @@ class SipEndpoint:
                 if now >= next_rtp_check:
                     next_rtp_check = now + _RTP_CHECK_SECONDS
                     self._check_rtp_sources()
+                    self._ring_late_answers(now)
                 if now >= next_tick:
                     next_tick = now + 1.0
                     self._tick(now)
@@ -192,6 +193,17 @@ class SipEndpoint:
         if counters.bans or counters.dropped or counters.rejected or closed:
             self._post(ev.FloodStats(tuple(counters.bans), counters.dropped, counters.rejected,
                                      closed))
+
+    def _ring_late_answers(self, now: float) -> None:
+        """180 Ringing for an INVITE the call's logic has not answered within LATE_ANSWER s (a busy
+        loop, a slow dialplan step): the caller hears ringback, not silence, and a CANCEL meets
+        an unanswered call (487) instead of racing a 200."""
+        for call in list(self.calls.values()):
+            if call.awaiting_answer(now):
+                try:
+                    call.respond(180)
+                except pj.Error:
+                    pass
 
     def _check_rtp_sources(self) -> None:
         for call in list(self.calls.values()):
@@ -291,6 +303,7 @@ class SipEndpoint:
         call.info = decision.info
         call.trunk = decision.trunk
         call.source = prm.rdata.srcAddress
+        call.offered_at = time.monotonic()
         self.calls[call.key] = call
         if decision.reject:
             code, reason = decision.reject

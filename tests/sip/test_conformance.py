@@ -204,3 +204,18 @@ def test_screen_reports_the_digit_and_dialog() -> None:
                              body=" 7\r\n"))
     assert answer is not None and answer.digit == "7"
     assert answer.in_dialog == ("c@x", "loc", "1")
+
+
+def test_an_unanswered_invite_rings_after_the_late_answer_time() -> None:
+    from types import SimpleNamespace
+
+    from gateway.sip.calls import LATE_ANSWER, GatewayCall
+
+    def call(responded: bool, offered_at: float | None) -> SimpleNamespace:
+        return SimpleNamespace(_responded=responded, offered_at=offered_at)
+
+    late = 100.0 + LATE_ANSWER
+    assert GatewayCall.awaiting_answer(call(False, 100.0), late)            # type: ignore[arg-type]
+    assert not GatewayCall.awaiting_answer(call(False, 100.0), late - 0.1)  # type: ignore[arg-type]
+    assert not GatewayCall.awaiting_answer(call(True, 100.0), late)         # type: ignore[arg-type]
+    assert not GatewayCall.awaiting_answer(call(False, None), late)  # a leg we dialled  # type: ignore[arg-type]
