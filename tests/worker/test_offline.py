@@ -21,7 +21,7 @@ from tests.support.speech import speech_wav
 PAY = """
 name: pay
 steps:
-  - gather: {name: card, prompt: "What is your card number?"}
+  - gather: {name: card, prompt: "What is your card number?", confirm: never}
   - say: "Thank you."
   - hangup: true
 """
