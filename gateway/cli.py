@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sip-address", help="address to listen on for SIP and RTP")
     run.add_argument("--sip-port", type=int, help="SIP port (UDP and TCP)")
     run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port")
+    run.add_argument("--http-port", type=int,
+                     help="HTTP port: WebRTC calls (WHIP) and the call page; 0 for none")
     run.add_argument("--rtp-port", type=int, help="first RTP port")
     run.add_argument("--records", metavar="PATH|URL", help="call store: SQLite file or postgresql:// URL")
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
@@ -185,6 +187,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         sip_address=getattr(args, "sip_address", None),
         sip_port=getattr(args, "sip_port", None),
         metrics_port=getattr(args, "metrics_port", None),
+        http_port=getattr(args, "http_port", None),
         rtp_port_start=getattr(args, "rtp_port", None),
         **_records_override(getattr(args, "records", None)),
         workers=getattr(args, "workers", None),

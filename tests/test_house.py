@@ -25,8 +25,9 @@ MAY_IMPORT = {
     "speech": {"config", "media", "errors"},
     "compliance": {"errors"},
     "store": {"config", "compliance", "errors"},
+    "webrtc": {"config", "media", "errors"},
     "worker": {"config", "media", "conversation", "script", "dialplan", "speech", "sip", "store", "compliance",
-               "errors"},
+               "webrtc", "errors"},
     "ops": {"config", "media", "errors"},
 }
 PJSUA_WINGS = {"sip"}

@@ -53,6 +53,15 @@ class Trunk:
 
 
 @dataclass(frozen=True, slots=True)
+class IceServer:
+    """A STUN or TURN server for WebRTC calls; a TURN credential is named, never written."""
+
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: SecretRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     sip_address: str = "127.0.0.1"
     sip_port: int = 5060
@@ -63,6 +72,15 @@ class Settings:
     frame_ms: int = DEFAULT_FRAME_MS
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9100
+    # The worker's HTTP server (WebRTC over WHIP, the call page); port 0: none.
+    http_address: str = "127.0.0.1"
+    http_port: int = 8080
+    # WebRTC calls: ICE host candidates (default: the HTTP address), STUN/TURN servers, how long
+    # an answered offer may take to connect its media, and how many WebRTC calls a worker holds.
+    webrtc_ice_addresses: tuple[str, ...] = ()
+    webrtc_ice_servers: tuple[IceServer, ...] = ()
+    webrtc_connect_timeout: float = 15.0
+    webrtc_max_calls: int = 100
     # The SIP door for sources outside every trunk (see README "Security"): their INVITEs are
     # refused with 403 ("reject") or dropped unanswered ("drop"); a source sending more than
     # flood_rate requests/s (after flood_burst) is banned for ban_seconds.
@@ -172,6 +190,49 @@ class SecurityFile(Strict):
 class MetricsFile(Strict):
     address: Text = DEFAULTS.metrics_address
     port: Port = DEFAULTS.metrics_port
+
+
+class HttpFile(Strict):
+    address: Text = DEFAULTS.http_address
+    port: between(Whole, at_least=0, at_most=65535) = DEFAULTS.http_port
+
+
+def _ip(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+    return text
+
+
+class IceServerFile(Strict):
+    urls: listed(matching(r"^(stun|turn|turns):", "a stun:, turn: or turns: URL"))
+    username: Text | None = None
+    credential_env: Text | None = None
+    credential_file: Text | None = None
+
+    def server(self, base: Path) -> IceServer:
+        key = "credential_env" if self.credential_env else "credential_file"
+        text = self.credential_env or self.credential_file
+        ref = _secret_ref(key, text, base) if text else None
+        return IceServer(urls=tuple(self.urls), username=self.username or "", credential=ref)
+
+
+class WebRtcFile(Strict):
+    ice_addresses: listed(Text) = []
+    ice_servers: list[IceServerFile] = []
+    connect_timeout: between(Number, at_least=1, at_most=120) = DEFAULTS.webrtc_connect_timeout
+    max_calls: between(Whole, at_least=0) = DEFAULTS.webrtc_max_calls
+
+    @field_validator("ice_addresses")
+    @classmethod
+    def _addresses(cls, items: list[str]) -> list[str]:
+        for index, text in enumerate(items):
+            try:
+                _ip(text)
+            except ValueError as exc:
+                raise Invalid(str(exc), index) from None
+        return items
 
 
 def _secret_ref(key: str, text: str, base: Path) -> SecretRef:
@@ -337,6 +398,8 @@ class GatewayFile(Strict):
     sip: SipFile = SipFile()
     media: MediaFile = MediaFile()
     metrics: MetricsFile = MetricsFile()
+    http: HttpFile = HttpFile()
+    webrtc: WebRtcFile = WebRtcFile()
     security: SecurityFile = SecurityFile()
     dialplans: Text | None = None
     codec_profile: Text | None = None
@@ -387,6 +450,10 @@ class GatewayFile(Strict):
             sip_address=sip.address, sip_port=sip.port, public_address=sip.public_address,
             rtp_port_start=sip.rtp_port_start, rtp_port_count=sip.rtp_port_count,
             frame_ms=self.media.frame_ms, metrics_address=self.metrics.address, metrics_port=self.metrics.port,
+            http_address=self.http.address, http_port=self.http.port,
+            webrtc_ice_addresses=tuple(self.webrtc.ice_addresses),
+            webrtc_ice_servers=tuple(s.server(base) for s in self.webrtc.ice_servers),
+            webrtc_connect_timeout=self.webrtc.connect_timeout, webrtc_max_calls=self.webrtc.max_calls,
             unknown_sources=sec.unknown_sources, flood_rate=sec.flood_rate, flood_burst=sec.flood_burst,
             ban_seconds=sec.ban_seconds, operator_uri=self.operator_uri, workers=self.workers,
             calls_per_worker=self.calls_per_worker, drain_timeout=self.drain_timeout, log_level=self.log_level,

@@ -155,6 +155,8 @@ class Supervisor:
             "trusted": ["127.0.0.1"],
             # One registration per trunk, sent through the front with the front as Contact.
             "register_trunks": worker is self.workers[0],
+            # One HTTP server (WebRTC calls, the call page) on the configured port: the first worker's.
+            "http_port": s.http_port if worker is self.workers[0] else 0,
             "outbound_proxy": f"sip:{_front_host(s)};lr",
             "contact_address": f"{s.public_address or _front_host(s)}",
             "ready_file": str(worker.ready_file), "heartbeat_file": str(worker.heartbeat_file),

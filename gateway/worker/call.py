@@ -17,8 +17,7 @@ from gateway.dialplan.transfers import TransferPolicy
 from gateway.errors import CallError
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
-from gateway.sip.calls import GatewayCall
-from gateway.sip.endpoint import SipEndpoint
+from gateway.worker.leg import Leg
 from gateway.sip.message import printable
 
 log = logging.getLogger("gateway.worker.call")
@@ -58,17 +57,19 @@ class CallRecord:
     barge_ins: int = 0
     variables: dict = field(default_factory=dict)
     referred_by: str = ""   # a leg the gateway dialled on an allowed REFER: the referring call
+    transport: str = "sip"  # or "webrtc": a browser or app calling over WHIP
 
 
 class Call:
-    def __init__(self, endpoint: SipEndpoint, incoming: ev.IncomingCall) -> None:
-        self.endpoint = endpoint
+    def __init__(self, leg: Leg, incoming: ev.IncomingCall) -> None:
+        self.leg = leg  # SIP or WebRTC: the only part of a call that differs (worker/leg.py)
+        self.transport = leg.transport
         self.key = incoming.key
         self.incoming = incoming
         self.playout: PlayoutBuffer = incoming.playout
         self.record = CallRecord(call_id=incoming.call_id, dialled=incoming.dialled,
                                  caller=incoming.caller, source=incoming.source,
-                                 trunk=incoming.trunk, started=time.time())
+                                 trunk=incoming.trunk, started=time.time(), transport=leg.transport)
         if incoming.referred_by is not None:
             self.record.referred_by = incoming.call_id.rsplit(";", 1)[0]
         self.audit = CallAudit(incoming.call_id)  # every step, chained; the worker journals it
@@ -82,6 +83,12 @@ class Call:
         self._drained = asyncio.Event()
         self._digit_arrived = asyncio.Event()
         self._transfer: asyncio.Queue[ev.TransferStatus] = asyncio.Queue()
+        # Live events of the call (transcript, turn latency), for whoever watches it: the call page.
+        self.observers: list[Callable[[str, dict], None]] = []
+
+    def notify(self, kind: str, **data: object) -> None:
+        for observer in self.observers:
+            observer(kind, data)
 
     # ---- events from the pj thread ----
     def deliver(self, event: ev.Event) -> None:
@@ -108,7 +115,7 @@ class Call:
 
     # ---- commands ----
     async def ringing(self) -> None:
-        await self.endpoint.call_command(self.key, GatewayCall.respond, 180)
+        await self.leg.respond(180)
 
     @property
     def outbound(self) -> bool:
@@ -118,7 +125,7 @@ class Call:
         """Where this call may go: agent transfers check it here, the far end's REFER and
         Replaces on the pj thread."""
         self.transfers = policy
-        await self.endpoint.call_command(self.key, GatewayCall.set_transfer_policy, policy)
+        await self.leg.set_transfer_policy(policy)
 
     async def answer(self) -> None:
         if self.outbound:
@@ -126,18 +133,18 @@ class Call:
             if self.disconnected.is_set():
                 raise CallError("the referred leg was not answered")
         else:
-            await self.endpoint.call_command(self.key, GatewayCall.respond, 200)
+            await self.leg.respond(200)
         self.record.answered = time.time()
         self.audit.log("answered")
 
     async def reject(self, code: int, reason: str) -> None:
-        await self.endpoint.call_command(self.key, GatewayCall.reject, code, reason)
+        await self.leg.reject(code, reason)
 
     async def hangup(self) -> None:
         if self.disconnected.is_set():
             return
         try:
-            await self.endpoint.call_command(self.key, GatewayCall.end)
+            await self.leg.end()
         except CallError:
             pass  # already gone: the caller hung up at the same moment
 
@@ -184,7 +191,7 @@ class Call:
 
     async def listen(self, sink: Callable[[bytes], None]) -> None:
         """Send the caller's PCM frames, one per media clock tick, to sink (on pjmedia's clock thread)."""
-        await self.endpoint.call_command(self.key, GatewayCall.listen, sink)
+        await self.leg.listen(sink)
 
     def clear_playout(self) -> None:
         """Stop what is playing now; a waiting play() returns at once."""
@@ -204,7 +211,7 @@ class Call:
         """Send keypad tones (0-9 * # A-D) to the caller; returns the method used."""
         if not digits or len(digits) > MAX_DIGITS or not set(digits.upper()) <= set(DIGITS):
             raise ValueError(f"keypad digits are 1-{MAX_DIGITS} of {DIGITS}, not {digits!r}")
-        method = await self.endpoint.call_command(self.key, GatewayCall.send_digits, digits.upper())
+        method = await self.leg.send_digits(digits.upper())
         log.info("call %s: sent digits %s (%s)", self.key, digits, method)
         return method
 
@@ -234,7 +241,7 @@ class Call:
         while not self._transfer.empty():
             self._transfer.get_nowait()
         try:
-            await self.endpoint.call_command(self.key, GatewayCall.transfer, uri)
+            await self.leg.transfer(uri)
         except CallError as exc:
             return 500, str(exc)
         deadline = time.monotonic() + timeout

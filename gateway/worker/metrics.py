@@ -18,13 +18,18 @@ disable_created_metrics()  # *_created series only add noise to every scrape
 
 REGISTRY = CollectorRegistry()
 
-CALLS_ACTIVE = Gauge("gateway_calls_active", "Calls in progress", registry=REGISTRY)
+# transport: "sip", or "webrtc" for calls over WHIP (the same call path, another leg).
+TRANSPORTS = ("sip", "webrtc")
+CALLS_ACTIVE = Gauge("gateway_calls_active", "Calls in progress", ["transport"], registry=REGISTRY)
+for _transport in TRANSPORTS:
+    CALLS_ACTIVE.labels(transport=_transport)
 CALLS = Counter(
-    "gateway_calls", "Finished calls by outcome and dialplan", ["outcome", "dialplan"],
+    "gateway_calls", "Finished calls by outcome and dialplan", ["outcome", "dialplan", "transport"],
     registry=REGISTRY,
 )
 CALL_SETUP = Histogram(
     "gateway_call_setup_seconds", "INVITE received to 200 OK sent (excluding dialplan ring time)",
+    ["transport"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
@@ -69,7 +74,7 @@ DIALPLAN_RELOAD_ERRORS = Counter(
 )
 TURN_LATENCY = Histogram(
     "gateway_turn_latency_seconds", "Caller's end of speech to the first agent audio handed to RTP",
-    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0), registry=REGISTRY,
+    ["transport"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0), registry=REGISTRY,
 )
 STAGE_LATENCY = Histogram(
     "gateway_stage_latency_seconds", "Latency of one pipeline stage", ["stage"],
@@ -136,17 +141,17 @@ def records_pending(count: int) -> None:
     RECORDS_PENDING.set(count)
 
 
-def call_started() -> None:
-    CALLS_ACTIVE.inc()
+def call_started(transport: str = "sip") -> None:
+    CALLS_ACTIVE.labels(transport=transport).inc()
 
 
-def call_ended(outcome: str, dialplan: str) -> None:
-    CALLS_ACTIVE.dec()
-    CALLS.labels(outcome=outcome, dialplan=dialplan).inc()
+def call_ended(outcome: str, dialplan: str, transport: str = "sip") -> None:
+    CALLS_ACTIVE.labels(transport=transport).dec()
+    CALLS.labels(outcome=outcome, dialplan=dialplan, transport=transport).inc()
 
 
-def call_answered(setup_seconds: float) -> None:
-    CALL_SETUP.observe(setup_seconds)
+def call_answered(setup_seconds: float, transport: str = "sip") -> None:
+    CALL_SETUP.labels(transport=transport).observe(setup_seconds)
 
 
 def invite_rejected(reason: str) -> None:
@@ -194,8 +199,8 @@ def registration(trunk: str, up: bool) -> None:
     REGISTRATION_UP.labels(trunk=trunk).set(1 if up else 0)
 
 
-def turn_latency(seconds: float) -> None:
-    TURN_LATENCY.observe(seconds)
+def turn_latency(seconds: float, transport: str = "sip") -> None:
+    TURN_LATENCY.labels(transport=transport).observe(seconds)
 
 
 def stage_latency(stage: str, seconds: float) -> None:

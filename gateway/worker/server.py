@@ -18,6 +18,9 @@ from gateway.worker.runner import TRANSFER_FAILED_TEXT, ScriptEnded, ScriptRunne
 from gateway.script.model import AgentScript
 from gateway.conversation.turns import TurnConfig
 from gateway.worker.call import Call
+from gateway.worker.http import HttpServer
+from gateway.worker.leg import Leg, SipLeg
+from gateway.worker.whip import WhipCalls
 from gateway.config.settings import Settings
 from gateway.dialplan import model as dp
 from gateway.dialplan.loader import flow_texts
@@ -59,6 +62,7 @@ class Worker:
         self._loop_beat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoint: SipEndpoint | None = None
+        self.http: HttpServer | None = None
 
     async def run(self) -> None:
         for error in self.dialplans.errors:
@@ -70,6 +74,7 @@ class Worker:
         self.endpoint = SipEndpoint(self.settings, self._post_threadsafe)
         metrics.serve(self.settings.metrics_address, self.settings.metrics_port, self._beats)
         await self._loop.run_in_executor(None, self.endpoint.start)
+        await self._serve_http()
         log.info("worker ready: SIP %s:%s, metrics http://%s:%s/metrics",
                  self.settings.sip_address, self.settings.sip_port,
                  self.settings.metrics_address, self.settings.metrics_port)
@@ -83,6 +88,8 @@ class Worker:
         finally:
             for task in background:
                 task.cancel()
+            if self.http is not None:
+                await self.http.stop()
             await self._loop.run_in_executor(None, self.endpoint.stop)
             self._tts.shutdown(wait=False, cancel_futures=True)
             self._io.shutdown(wait=True)
@@ -91,6 +98,19 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._stop.is_set()
+
+    async def _serve_http(self) -> None:
+        """One HTTP server for every feature that has routes: WebRTC over WHIP and the call page."""
+        if not self.settings.http_port:
+            return
+        self.http = HttpServer(self.settings.http_address, self.settings.http_port)
+        WhipCalls(self).install(self.http)
+        await self.http.start()
+        log.info("HTTP %s: WebRTC calls at /whip/<number>, the call page at /", self.http.url)
 
     def _recover_journal(self) -> None:
         """Open the call store (a corrupt file stops the start, naming it); calls a crashed
@@ -172,10 +192,14 @@ class Worker:
             call.deliver(event)
 
     # ---- one call ----
-    def _start_call(self, incoming: ev.IncomingCall) -> None:
-        call = Call(self.endpoint, incoming)  # type: ignore[arg-type]
+    def start_call(self, incoming: ev.IncomingCall, leg: Leg) -> Call:
+        """A call that came in by another door (WebRTC): from here on the same path as SIP."""
+        return self._start_call(incoming, leg)
+
+    def _start_call(self, incoming: ev.IncomingCall, leg: Leg | None = None) -> Call:
+        call = Call(leg or SipLeg(self.endpoint, incoming.key), incoming)  # type: ignore[arg-type]
         self.calls[call.key] = call
-        metrics.call_started()
+        metrics.call_started(call.transport)
         # Journal the call off the loop: a crash from here on still leaves a record, and every
         # step the audit trail logs goes to the journal after it, in order.
         call.audit.sink = lambda call_id, event: self.records.submit(self.records.event, call_id, event)
@@ -184,6 +208,7 @@ class Worker:
         task = asyncio.create_task(self._handle(call), name=f"call-{call.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return call
 
     async def _handle(self, call: Call) -> None:
         record = call.record
@@ -225,7 +250,7 @@ class Worker:
         await call.answer()
         setup = time.monotonic() - call.incoming.received_at - route.ring_seconds
         call.record.setup_ms = round(setup * 1000, 2)
-        metrics.call_answered(setup)
+        metrics.call_answered(setup, call.transport)
         if isinstance(action, dp.AgentAction):
             work = self._converse(call, action.script)
         else:  # a flow, or a transfer: a script that needs no recogniser
@@ -265,7 +290,7 @@ class Worker:
         if record.outcome == "caller_hangup" and record.answered is None:
             record.outcome = "cancelled"
         self.calls.pop(call.key, None)
-        metrics.call_ended(record.outcome, record.dialplan or "none")
+        metrics.call_ended(record.outcome, record.dialplan or "none", call.transport)
         call.audit.log("hangup", outcome=record.outcome, code=record.end_code,
                        by="caller" if call.by_remote else "gateway")
         policy = getattr(call, "policy", None) or RecordPolicy()

@@ -165,6 +165,7 @@ class CallSession:
                     if event.text.strip():
                         self.partial = event.text.strip()
                         self.partials += 1
+                        self.call.notify("partial", who="caller", text=self.partial)
                         self._act(self.turns.on_transcript(event.text, False, False,
                                                            asyncio.get_running_loop().time(), until=until))
                     continue
@@ -176,6 +177,7 @@ class CallSession:
                     self.transcript.append({"who": "caller", "text": event.text.strip(),
                                             "confidence": round(event.confidence, 2),
                                             "at": round(time.time(), 3)})
+                    self.call.notify("transcript", **self.transcript[-1])
                 self._act(self.turns.on_transcript(event.text, True, event.speech_final,
                                                    asyncio.get_running_loop().time(), until=until))
         except ProviderError as exc:  # the last configured recogniser failed: no more words
@@ -274,6 +276,7 @@ class CallSession:
                   turn_end: float | None = None) -> bool:
         """Speak text (or a recorded clip). Returns False if the caller barged in."""
         self.transcript.append({"who": "agent", "text": text, "at": round(time.time(), 3)})
+        self.call.notify("transcript", **self.transcript[-1])
         self.call.audit.log("agent_turn", text=text, clip=clip.name if clip is not None else None)
         self.turns.set_interruptible(interruptible)
         self._pending_turn_end = turn_end
@@ -332,7 +335,7 @@ class CallSession:
             now = asyncio.get_running_loop().time()
             latency = now - self._pending_turn_end
             self.turn_latencies_ms.append(round(latency * 1000, 1))
-            metrics.turn_latency(latency)
+            metrics.turn_latency(latency, self.call.transport)
             stage = self._stages.pop(self._pending_turn_end, None)
             if stage is not None:
                 # From the words to the first audio: the agent's step, its voice, the playout.
@@ -341,5 +344,6 @@ class CallSession:
                 stage["total_ms"] = round(latency * 1000, 1)
                 metrics.stage_latency("reply", reply)
                 self.call.record.turn_stages.append(stage)
+            self.call.notify("latency", ms=round(latency * 1000, 1), stages=stage or {})
             self._pending_turn_end = None
         self.call.write_audio(pcm)

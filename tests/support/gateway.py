@@ -34,6 +34,7 @@ class GatewayProcess:
         self.tmp = tmp
         self.sip_port = free_port()
         self.metrics_port = free_port()
+        self.http_port = free_port()  # WebRTC calls and the call page
         self.records = StoreFile(tmp / "calls.db")
         self.log_path = tmp / "gateway.log"
         self.config_path = tmp / "gateway.yaml"
@@ -42,6 +43,7 @@ class GatewayProcess:
             "sip": {"address": "127.0.0.1", "port": self.sip_port,
                     "rtp_port_start": random.randrange(20000, 60000, 200), "rtp_port_count": 200},
             "metrics": {"address": "127.0.0.1", "port": self.metrics_port},
+            "http": {"address": "127.0.0.1", "port": self.http_port},
             "dialplans": str(dialplans or REPO / "dialplans"),
             "records": str(self.records),
             # Prompts rendered by one test are reused by the next (same text, same voice).
