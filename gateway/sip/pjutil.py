@@ -26,7 +26,7 @@ DEFAULT_CODECS: tuple[str, ...] = ("PCMU/8000", "PCMA/8000", "G722/16000")
 
 
 def endpoint_config(
-    *, log_level: int = 1, max_calls: int = 4, user_agent: str = "gateway", frame_ms: int = PTIME_MS
+    *, log_level: int = 1, max_calls: int | None = None, user_agent: str = "gateway", frame_ms: int = PTIME_MS
 ) -> pj.EpConfig:
     """EpConfig for an Endpoint polled by one thread with libHandleEvents(), its media clock
     ticking every `frame_ms` (see media_frames)."""
@@ -34,7 +34,8 @@ def endpoint_config(
     ua = cfg.uaConfig
     ua.threadCnt = 0  # no pjsua worker threads: the owner thread polls
     ua.mainThreadOnly = True  # timers and callbacks run inside libHandleEvents()
-    ua.maxCalls = max_calls  # the stock wheel clamps this at 4
+    # Default: the module's compiled PJSUA_MAX_CALLS (the stock wheel's 4, the build's 512).
+    ua.maxCalls = max_calls if max_calls is not None else pj.UaConfig().maxCalls
     ua.userAgent = user_agent
     cfg.logConfig.level = log_level
     cfg.logConfig.consoleLevel = log_level

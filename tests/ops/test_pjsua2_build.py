@@ -56,7 +56,14 @@ def test_dockerfile_builds_with_the_script() -> None:
 def test_installed_build_passes_its_self_test() -> None:
     pj = pytest.importorskip("pjsua2")
     if pj.UaConfig().maxCalls < 512:
-        pytest.skip("the stock pjsua2-python wheel is installed (GATEWAY_PJSUA2=build installs the build)")
+        pytest.skip("the stock pjsua2-python wheel is installed (GATEWAY_PJSUA2=wheel)")
     done = subprocess.run([sys.executable, str(SELFTEST)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "max calls" in done.stdout.splitlines()[-1]
+
+
+def test_softphone_call_limit_matches_the_installed_module() -> None:
+    pj = pytest.importorskip("pjsua2")
+    from gateway.sip.phone.cli import MAX_CALLS
+
+    assert MAX_CALLS == pj.UaConfig().maxCalls

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import argparse
 import re
+from importlib import metadata
+
 from gateway.sip.target import target_arg
 
 __all__ = ["MAX_CALLS", "build_parser"]
 
-MAX_CALLS = 4  # PJSUA_MAX_CALLS of the stock wheel; a process never holds more
+
+
+def _max_calls() -> int:
+    """PJSUA_MAX_CALLS of the installed pjsua2, read from its distribution: the caller tools
+    import this module and must not load pjsua2 itself (tests/test_house.py)."""
+    try:
+        metadata.version("pjsua2")  # scripts/build-pjsua2's wheel (deploy/pjproject/config_site.h)
+        return 512
+    except metadata.PackageNotFoundError:
+        return 4  # the stock pjsua2-python wheel
+
+
+MAX_CALLS = _max_calls()  # a process never holds more
 _DTMF_RE = re.compile(r"^([0-9*#A-Da-d]+)(?:@(\d+(?:\.\d*)?))?$")
 _DESCRIPTION = "Scripted SIP phone for integration tests and `gateway call`."
 
@@ -57,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST[:PORT] or sip:[USER@]HOST[:PORT] (sips: too) of the far end")
     c.add_argument("--number", default="", help="user part of the Request-URI (default: the --to URI's)")
     c.add_argument("--from-user", default="softphone")
-    c.add_argument("--calls", type=_calls, default=1, help="identical concurrent calls (1-4)")
+    c.add_argument("--calls", type=_calls, default=1, help=f"identical concurrent calls (1-{MAX_CALLS})")
     c.add_argument("--record", help="WAV of received audio (OUT-1.wav, OUT-2.wav... when --calls > 1)")
     c.add_argument("--record-both", help="stereo WAV, frame-aligned: left = sent, right = received")
     c.add_argument("--turn", action="append", default=[], metavar="FILE.wav",

@@ -5,7 +5,8 @@
 
 One pjsua2 Endpoint owned by the main thread (docs/DESIGN.md §3), timers checked between
 libHandleEvents() polls, one JSON object on stdout at exit, logs on stderr. A process
-holds at most 4 calls (the wheel's PJSUA_MAX_CALLS), transfer legs included.
+holds at most PJSUA_MAX_CALLS calls (512 in the gateway's build, 4 in the stock wheel),
+transfer legs included.
 
 Conversations: `call --turn A.wav --turn B.wav` plays each turn once when the far end has
 spoken and paused (or --barge-in-ms after it starts), and reports per-turn timing measured on
