@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int,
                      help="HTTP port: WebRTC calls (WHIP) and the call page; 0 for none")
     run.add_argument("--rtp-port", type=int, help="first RTP port")
+    run.add_argument("--tls-port", type=int, help="SIP over TLS port (with --tls-cert and --tls-key)")
+    run.add_argument("--tls-cert", type=Path, help="PEM certificate of the TLS listener")
+    run.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    run.add_argument("--srtp", choices=("off", "optional", "mandatory"), help="SRTP media (default off)")
     run.add_argument("--records", metavar="PATH|URL", help="call store: SQLite file or postgresql:// URL")
     run.add_argument("--workers", type=int, help="worker processes (more than 1 adds the front)")
     run.set_defaults(func=_run)
@@ -189,9 +193,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         metrics_port=getattr(args, "metrics_port", None),
         http_port=getattr(args, "http_port", None),
         rtp_port_start=getattr(args, "rtp_port", None),
+        tls_port=getattr(args, "tls_port", None),
+        tls_cert=_resolved(getattr(args, "tls_cert", None)),
+        tls_key=_resolved(getattr(args, "tls_key", None)),
+        srtp=getattr(args, "srtp", None),
         **_records_override(getattr(args, "records", None)),
         workers=getattr(args, "workers", None),
     )
+
+
+def _resolved(path: Path | None) -> Path | None:
+    return path.resolve() if path is not None else None
 
 
 def _records_override(records: str | None) -> dict[str, object]:

@@ -70,6 +70,14 @@ class Settings:
     rtp_port_count: int = 1000
     # Media frame (and RTP packet) length for every call: 20, or 10 for lower latency.
     frame_ms: int = DEFAULT_FRAME_MS
+    # SIP over TLS (a listener on tls_port with this certificate) and SRTP for media: off,
+    # optional (offered; plain RTP accepted) or mandatory (a plain RTP offer gets 488).
+    tls_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify_peer: bool = False
+    srtp: str = "off"
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9100
     # The worker's HTTP server (WebRTC over WHIP, the call page); port 0: none.
@@ -158,16 +166,49 @@ def _one_of(key: str, choices: tuple[str, ...], message: str):  # type: ignore[n
     return field_validator(key)(check)
 
 
+class TlsFile(Strict):
+    """SIP over TLS: the listener's port, certificate and key (PEM), the CAs peers must chain to."""
+
+    port: Port = 5061
+    cert: Text
+    key: Text
+    ca: Text | None = None
+    verify_peer: bool = False
+
+    @model_validator(mode="after")
+    def _files(self, info: ValidationInfo) -> TlsFile:
+        for key in ("cert", "key", "ca"):
+            if (text := getattr(self, key)) is not None and not (_base(info) / text).is_file():
+                raise Invalid(f"tls {key}: no such file: {text}", key)
+        if self.verify_peer and self.ca is None:
+            raise Invalid("tls verify_peer needs ca (the CAs peers' certificates must chain to)",
+                          "verify_peer")
+        return self
+
+    def settings(self, base: Path) -> dict[str, Any]:
+        return {"tls_port": self.port, "tls_cert": (base / self.cert).resolve(),
+                "tls_key": (base / self.key).resolve(),
+                "tls_ca": (base / self.ca).resolve() if self.ca else None,
+                "tls_verify_peer": self.verify_peer}
+
+
+SRTP_MODES = ("off", "optional", "mandatory")
+
+
 class SipFile(Strict):
     address: Text = DEFAULTS.sip_address
     port: Port = DEFAULTS.sip_port
     public_address: Text | None = None
     rtp_port_start: between(Whole, at_least=1024, at_most=65534) = DEFAULTS.rtp_port_start
     rtp_port_count: between(Whole, at_least=2) = DEFAULTS.rtp_port_count
+    tls: TlsFile | None = None
 
 
 class MediaFile(Strict):
     frame_ms: Whole = Field(DEFAULTS.frame_ms, json_schema_extra={"enum": list(FRAME_MS_CHOICES)})
+    srtp: Text = Field(DEFAULTS.srtp, json_schema_extra={"enum": list(SRTP_MODES)})
+
+    _srtp = _one_of("srtp", SRTP_MODES, "srtp must be off, optional or mandatory")
 
     @field_validator("frame_ms")
     @classmethod
@@ -458,6 +499,7 @@ class GatewayFile(Strict):
             ban_seconds=sec.ban_seconds, operator_uri=self.operator_uri, workers=self.workers,
             calls_per_worker=self.calls_per_worker, drain_timeout=self.drain_timeout, log_level=self.log_level,
             stt=tuple(self.stt), tts=self.tts, llm=self.llm, provider_options=self.provider_options,
+            srtp=self.media.srtp, **(sip.tls.settings(base) if sip.tls else {}),
             **paths, **trunks)  # type: ignore[arg-type]
 
 

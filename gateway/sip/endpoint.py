@@ -250,6 +250,7 @@ class SipEndpoint:
             if s.public_address:
                 tcfg.publicAddress = s.public_address
             ids[kind] = ep.transportCreate(kind, tcfg)
+        self._create_tls(ep, bind)
         ep.libStart()
         self._filter.install(ep, bind, pjutil.transport_port(ep, ids[pj.PJSIP_TRANSPORT_UDP]))
         shut_out = (lambda host: True) if s.unknown_sources == "drop" else (
@@ -272,7 +273,8 @@ class SipEndpoint:
                 account = TrunkAccount(self, trunk)
                 account.register()
                 self.trunks.append(account)
-        log.info("SIP listening on %s:%s (udp+tcp)", s.sip_address, s.sip_port)
+        log.info("SIP listening on %s:%s (udp+tcp)%s; SRTP %s", s.sip_address, s.sip_port,
+                 f", tls on {s.tls_port}" if s.tls_port else "", s.srtp)
 
     def _report_build(self, ep: pj.Endpoint) -> BuildInfo:
         self.build = build = describe(ep)
@@ -282,6 +284,20 @@ class SipEndpoint:
                         "gets 486 (scripts/setup installs the gateway's own build)",
                         self.settings.calls_per_worker, build.max_calls, build.max_calls + 1)
         return build
+
+    def _create_tls(self, ep: pj.Endpoint, bind: str) -> None:
+        """The SIP over TLS listener (sip.tls), which also carries TLS requests going out."""
+        s = self.settings
+        if not s.tls_port:
+            return
+        if not (s.tls_cert and s.tls_key):
+            raise GatewayError("sip.tls needs cert and key (or --tls-cert and --tls-key)")
+        tcfg = pjutil.transport_config(bind, s.tls_port, tcp=True)
+        pjutil.tls_config(tcfg, cert=str(s.tls_cert), key=str(s.tls_key),
+                          ca=str(s.tls_ca or ""), verify_peer=s.tls_verify_peer)
+        if s.public_address:
+            tcfg.publicAddress = s.public_address
+        ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
 
     def media_config(self, acfg: pj.AccountConfig) -> None:
         self._media_config(acfg)
@@ -295,6 +311,7 @@ class SipEndpoint:
             tcfg.boundAddress = s.sip_address
         if s.public_address:
             tcfg.publicAddress = s.public_address
+        pjutil.set_srtp(acfg.mediaConfig, s.srtp)
 
     # ---- callbacks (pj thread) -----------------------------------------------------------
     def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:

@@ -216,3 +216,30 @@ def sip_headers(whole_msg: str) -> list[tuple[str, str]]:
         if sep:
             out.append((name.strip(), value.strip()))
     return out
+
+
+# --- TLS and SRTP ------------------------------------------------------------------------
+
+SRTP_MODES = {"off": pj.PJMEDIA_SRTP_DISABLED, "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+              "mandatory": pj.PJMEDIA_SRTP_MANDATORY}
+
+
+def set_srtp(media: pj.AccountMediaConfig, mode: str) -> None:
+    """SRTP (SDES keys in the SDP) off, offered and accepted when the peer has it ("optional"),
+    or required ("mandatory": a plain RTP offer is answered 488). Keys may travel over any
+    signalling transport: carriers send SRTP over UDP and TCP as well as TLS."""
+    media.srtpUse = SRTP_MODES[mode]
+    media.srtpSecureSignaling = 0
+
+
+def tls_config(tcfg: pj.TransportConfig, *, cert: str = "", key: str = "", ca: str = "",
+               verify_peer: bool = False) -> None:
+    """A TLS transport's certificate, key and trusted CAs. verify_peer: a server's certificate
+    must chain to `ca` when we connect out, and a client must present one when it connects in."""
+    tls = tcfg.tlsConfig
+    tls.certFile = cert
+    tls.privKeyFile = key
+    tls.CaListFile = ca
+    tls.verifyServer = verify_peer
+    tls.verifyClient = verify_peer
+    tls.requireClientCert = verify_peer

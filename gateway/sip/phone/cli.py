@@ -54,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bind", default="127.0.0.1", help="local address for SIP and RTP")
     common.add_argument("--port", type=int, default=0, help="local SIP port (0 = any free port)")
-    common.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    common.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
+    common.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                        help="SRTP media: off, optional (offered, plain RTP accepted) or mandatory")
+    common.add_argument("--ca-file", help="PEM CA certificates the far end's TLS certificate must chain to")
+    common.add_argument("--tls-cert", help="PEM certificate of this phone's TLS listener (answer mode)")
+    common.add_argument("--tls-key", help="PEM private key of --tls-cert")
     common.add_argument("--play", help="tone:HZ or a WAV file, looped (default: silence)")
     common.add_argument(
         "--hangup-after", type=float,

@@ -147,14 +147,19 @@ class _Phone:
                                           frame_ms=self.frame_ms))
         ep.audDevManager().setNullDev()  # setNoDev would leave the bridge without a clock
         pjutil.set_codec_priorities(ep, frame_ms=self.frame_ms)
-        tcp = a.transport == "tcp"
+        tcp = a.transport in ("tcp", "tls")
         tcfg = pjutil.transport_config(a.bind, a.port, tcp=tcp)
-        tid = ep.transportCreate(pj.PJSIP_TRANSPORT_TCP if tcp else pj.PJSIP_TRANSPORT_UDP, tcfg)
+        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}
+        if a.transport == "tls":
+            pjutil.tls_config(tcfg, cert=a.tls_cert or "", key=a.tls_key or "", ca=a.ca_file or "")
+            tcfg.tlsConfig.verifyServer = bool(a.ca_file)  # --ca-file: the far end must chain to it
+        tid = ep.transportCreate(kinds[a.transport], tcfg)
         self.port = pjutil.transport_port(ep, tid)
         ep.libStart()
         acfg = pj.AccountConfig()
         user = a.from_user if not self.answer_mode else "answer"
-        acfg.idUri = f"sip:{user}@{a.bind}:{self.port}" + (";transport=tcp" if tcp else "")
+        acfg.idUri = f"sip:{user}@{a.bind}:{self.port}" + (f";transport={a.transport}" if tcp else "")
+        pjutil.set_srtp(acfg.mediaConfig, a.srtp)
         acfg.sipConfig.transportId = tid
         acfg.mediaConfig.transportConfig.boundAddress = a.bind  # RTP on loopback too
         acfg.mediaConfig.transportConfig.port = 0  # OS-chosen RTP ports: parallel phones never collide
