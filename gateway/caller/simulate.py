@@ -441,12 +441,15 @@ def _summary(outcomes: Sequence[Outcome]) -> str:
     unchecked = sum(r.status == "NOT CHECKABLE" for o in outcomes for r in o.results)
     what = "run(s)" if any(o.repeat for o in outcomes) else "scenario(s)"
     text = f"{len(outcomes)} {what}: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} error(s)"
-    text += f"; {unchecked} check(s) not checkable" if unchecked else ""
+    return text + (f"; {unchecked} check(s) not checkable" if unchecked else "")
+
+
+def _overall_wer(outcomes: Sequence[Outcome]) -> str:
     wers = [o.wer for o in outcomes if o.wer is not None]
-    if wers:
-        errors, said = sum(e for e, _ in wers), sum(n for _, n in wers)
-        text += f"\nlive WER over {len(wers)} call(s): {_rate(errors, said)} ({errors} error(s) in {said} word(s))"
-    return text
+    if not wers:
+        return ""
+    errors, said = sum(e for e, _ in wers), sum(n for _, n in wers)
+    return f"live WER over {len(wers)} call(s): {_rate(errors, said)} ({errors} error(s) in {said} word(s))"
 
 
 def pass_rates(outcomes: Sequence[Outcome]) -> str:
@@ -574,6 +577,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway simulate") -> i
         outcomes = list(pool.map(run, jobs))
     if repeat > 1:
         print(pass_rates(outcomes) + "\n")
+    if _overall_wer(outcomes):
+        print(_overall_wer(outcomes) + "\n")
     print(_summary(outcomes))
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
