@@ -39,6 +39,8 @@ PAGE = Path(__file__).with_name("page")
 _NUMBER = re.compile(r"^\+?[0-9*#]{1,32}$")
 # Keys of WebRTC calls, far above the SIP keys (gateway/sip/calls.py counts from 1).
 _KEYS = itertools.count(1 << 40)
+_PAGE_FILES = {"/": ("index.html", "text/html"), "/call.js": ("call.js", "text/javascript"),
+               "/call.css": ("call.css", "text/css")}
 MAX_EVENTS = 400  # a call's live events kept for a page that (re)connects
 
 
@@ -94,6 +96,7 @@ class WhipCalls:
         r = http.routes
         r.add_get("/", self.page)
         r.add_get("/call.js", self.page)
+        r.add_get("/call.css", self.page)
         r.add_get("/numbers", self.numbers)
         r.add_post("/whip/{number}", self.post)
         r.add_route("OPTIONS", "/whip/{number}", self.options)
@@ -108,8 +111,7 @@ class WhipCalls:
 
     # ---- the call page ----
     async def page(self, request: web.Request) -> web.StreamResponse:
-        name = "call.js" if request.path.endswith(".js") else "index.html"
-        kind = "text/javascript" if name.endswith(".js") else "text/html"
+        name, kind = _PAGE_FILES[request.path]
         return web.Response(body=(PAGE / name).read_bytes(), content_type=kind, charset="utf-8",
                             headers={"Content-Security-Policy": "default-src 'self'"})
 
@@ -124,7 +126,9 @@ class WhipCalls:
             kind = "agent" if isinstance(action, dp.AgentAction) else (
                 "transfer" if isinstance(action, dp.TransferAction) else "flow")
             what = action.script.name if isinstance(action, dp.AgentAction) else plan.name
-            out.append({"number": number, "dialplan": plan.name, "kind": kind, "name": what})
+            # The number as its file names it (+15550100), when it does; the stored form is bare.
+            written = plan.name if dp.normalize_number(plan.name) == number else number
+            out.append({"number": written, "dialplan": plan.name, "kind": kind, "name": what})
         return web.json_response(out)
 
     # ---- WHIP ----
