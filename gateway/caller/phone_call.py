@@ -109,6 +109,8 @@ def run_call(
     max_duration: float = 60.0,
     frame_ms: int = 20,
     transport: str = "udp",
+    srtp: str = "off",
+    ca_file: str | None = None,
     voice: str = "joe",
     cache_dir: Path = Path("var/cache/prompts"),
     transcribe: bool = True,
@@ -128,7 +130,8 @@ def run_call(
         both = record_both or str(Path(tmp) / "both.wav")
         cmd = [
             sys.executable, "-m", "gateway.sip.phone.softphone", "call", "--to", to, "--number", number,
-            "--transport", transport, "--from-user", "gateway-call",
+            "--transport", transport, "--srtp", srtp, "--from-user", "gateway-call",
+            *(["--ca-file", ca_file] if ca_file else []),
             "--record-both", both, "--turn-gap-ms", str(turn_gap_ms), "--greeting-wait", str(greeting_wait),
             "--reply-timeout", str(reply_timeout), "--hangup-after", str(hangup_after),
             "--max-duration", str(max_duration), "--frame-ms", str(frame_ms), "--listen",
@@ -331,7 +334,10 @@ def build_parser(prog: str = "gateway call") -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=60.0, help="hang up after this long whatever happens")
     p.add_argument("--frame-ms", type=int, choices=(10, 20), default=20,
                    help="media frame and RTP packet length, i.e. timing resolution (10 needs a gateway set to 10)")
-    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
+    p.add_argument("--srtp", choices=("off", "optional", "mandatory"), default="off",
+                   help="SRTP media: off, optional (offered, plain RTP accepted) or mandatory")
+    p.add_argument("--ca-file", help="PEM CAs the far end's TLS certificate must chain to (--transport tls)")
     p.add_argument("--voice", default="joe", help="offline voice for --say")
     p.add_argument("--cache-dir", type=Path, default=Path("var/cache/prompts"), help="rendered --say cache")
     p.add_argument("--no-transcript", action="store_true", help="do not transcribe the far end")
@@ -347,7 +353,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "gateway call") -> int:
             record_both=args.record_both, turn_gap_ms=args.turn_gap_ms, barge_in_ms=args.barge_in_ms,
             greeting_wait=args.greeting_wait, reply_timeout=args.reply_timeout, hangup_after=args.hangup_after,
             max_duration=args.max_duration, frame_ms=args.frame_ms,
-            transport=args.transport, voice=args.voice, cache_dir=args.cache_dir,
+            transport=args.transport, srtp=args.srtp, ca_file=args.ca_file, voice=args.voice, cache_dir=args.cache_dir,
             transcribe=not args.no_transcript, log=sys.stderr if args.verbose else None,
         )
     except GatewayError as exc:

@@ -9,6 +9,9 @@ refused with 488; a phone trusting another CA never gets a call up.
 from __future__ import annotations
 
 import datetime
+import json
+import subprocess
+import sys
 import ipaddress
 from pathlib import Path
 
@@ -94,3 +97,14 @@ def test_a_phone_trusting_another_ca_never_connects(tls_gateway) -> None:
                 "--srtp", "mandatory", "--hangup-after", "1", "--max-duration", "10")["calls"][0]
     assert not done["answered"], done
     assert done["status"] != 200
+
+
+def test_gateway_call_over_tls_and_srtp(tls_gateway) -> None:
+    _gw, port, ca, _tmp = tls_gateway
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "call", MENU, "--to", f"127.0.0.1:{port}", "--transport", "tls",
+         "--srtp", "mandatory", "--ca-file", str(ca), "--no-transcript", "--json", "--max-duration", "6"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["call"]["answered"] and report["call"]["status"] == 200, report["call"]
