@@ -194,8 +194,9 @@ class ScriptRunner:
             heard = 1.0 if answer.digits else answer.confidence
             confidence = min(heard, value.confidence) if value is not None else heard
             if value is not None:
-                log.info("call %s: %s read as %r (recogniser %.2f, slot %.2f)", self.call.key, g.name,
-                         value.value, heard, value.confidence)
+                # Never the value itself: a gathered answer may be a card number or a birth date.
+                log.info("call %s: %s understood (recogniser %.2f, slot %.2f)", self.call.key, g.name,
+                         heard, value.confidence)
             mode = g.confirm_mode
             if value is not None and (mode == "always" or (mode == "auto" and confidence < f.low_confidence)):
                 # Read it back before acting on it; "no, Thursday" corrects it, a bare "no" asks again.
@@ -210,7 +211,7 @@ class ScriptRunner:
             if isinstance(decision, fb.Accept):
                 self.variables[g.name] = value.value if value else decision.text
                 self._spoken[g.name] = value.spoken if value else decision.text
-                log.info("call %s: %s = %r", self.call.key, g.name, self.variables[g.name])
+                log.info("call %s: %s gathered", self.call.key, g.name)
                 return
             if isinstance(decision, fb.Reprompt):
                 metrics.fallback(decision.kind)

@@ -287,7 +287,7 @@ def test_no_secret_reaches_logs_records_webhooks_or_metrics(tmp_path):
                        "--hangup-after", "6", "--max-duration", "40")["calls"][0]
             gw.wait_records(1)
             metrics = gw.metrics()
-        journal = gw.tmp / "calls.jsonl.journal"
+        journal = Path(f"{gw.records}.journal")
         check = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "check", "--config", str(gw.config_path)],
             capture_output=True, text=True, timeout=60, env=gw.env)
@@ -298,7 +298,7 @@ def test_no_secret_reaches_logs_records_webhooks_or_metrics(tmp_path):
     assert check.returncode == 0, check.stderr
     assert len(_Hook.seen) == 1 and "X-Gateway-Signature" in _Hook.seen[0], gw.log()
     places = {"log": gw.log(), "records": gw.records.read_text(), "metrics": metrics,
-              "journal": journal.read_text() if journal.exists() else "",
+              "journal": journal.read_text(),
               "webhook": "\n".join(_Hook.seen), "check": check.stdout + check.stderr}
     leaks = [(what, where) for what, value in values.items() for where, text in places.items()
              if value in text]
