@@ -43,6 +43,15 @@ class Trunk:
     expiry: int = 300
     # The realm the carrier challenges with; credentials are offered for it alone.
     realm: str | None = None
+    # Carrier details of a registering trunk: signalling transport (udp, tcp, tls; a sips:
+    # registrar is TLS), SRTP for its calls (None: media.srtp), outbound proxy, the digest user
+    # when it is not the account's, the From domain and the Contact user the carrier expects.
+    transport: str | None = None
+    srtp: str | None = None
+    proxy: str | None = None
+    auth_username: str | None = None
+    from_domain: str | None = None
+    contact_user: str | None = None
 
     def allows(self, address: str) -> bool:
         try:
@@ -101,7 +110,7 @@ class Settings:
     operator_uri: str = "sip:operator@127.0.0.1:5070"
     trunks: tuple[Trunk, ...] = (Trunk(name="local", allow=("127.0.0.1/32",)),)
     workers: int = 1
-    calls_per_worker: int = 4
+    calls_per_worker: int = 64  # measured: tests/bench/bench_capacity.py --workers 1 (README)
     drain_timeout: float = 30.0
     # The call store: a SQLite file (WAL), or records_url (postgresql://...) for several hosts.
     records: Path = Path("var/calls.db")
@@ -310,6 +319,20 @@ class TrunkFile(Strict):
     password_file: Text | None = None
     password_ha1_env: Text | None = None
     password_ha1_file: Text | None = None
+    transport: Text | None = Field(None, json_schema_extra={"enum": ["udp", "tcp", "tls"]})
+    srtp: Text | None = Field(None, json_schema_extra={"enum": list(SRTP_MODES)})
+    proxy: SipUri | None = None
+    auth_username: Text | None = None
+    from_domain: Text | None = None
+    contact_user: Text | None = None
+
+    @field_validator("transport", "srtp")
+    @classmethod
+    def _word(cls, value: str | None, info: ValidationInfo) -> str | None:
+        choices = ("udp", "tcp", "tls") if info.field_name == "transport" else SRTP_MODES
+        if value is not None and value.lower() not in choices:
+            raise ValueError(f"{info.field_name} must be {', '.join(choices[:-1])} or {choices[-1]}")
+        return value.lower() if value is not None else None
 
     @field_validator("allow")
     @classmethod
@@ -377,7 +400,9 @@ class TrunkFile(Strict):
         ha1 = refs.get("password_ha1_env") or refs.get("password_ha1_file")
         return Trunk(name=self.name, allow=tuple(self.allow), registrar=self.registrar,
                      username=self.username, password=password, password_ha1=ha1, expiry=self.expiry,
-                     realm=self.realm)
+                     realm=self.realm, transport=self.transport, srtp=self.srtp, proxy=self.proxy,
+                     auth_username=self.auth_username, from_domain=self.from_domain,
+                     contact_user=self.contact_user)
 
 
 # Where each provider's key comes from when the file names none.

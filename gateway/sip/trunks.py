@@ -11,6 +11,7 @@ import pjsua2 as pj
 from gateway.config import secrets
 from gateway.config.settings import Settings, Trunk
 from gateway.sip import events as ev
+from gateway.sip import pjutil
 
 log = logging.getLogger("gateway.sip")
 _MIN_BACKOFF = 1.0
@@ -42,10 +43,10 @@ class TrunkAccount(pj.Account):
 
     def register(self) -> None:
         trunk, s = self.trunk, self.owner.settings
-        host = _host_of(trunk.registrar or "")
+        registrar = registrar_uri(trunk)
         acfg = pj.AccountConfig()
-        acfg.idUri = f"sip:{trunk.username}@{host}"
-        acfg.regConfig.registrarUri = trunk.registrar
+        acfg.idUri = f"sip:{trunk.username}@{trunk.from_domain or _host_of(registrar)}"
+        acfg.regConfig.registrarUri = registrar
         acfg.regConfig.timeoutSec = trunk.expiry
         acfg.regConfig.retryIntervalSec = 0  # our own backoff below
         acfg.regConfig.firstRetryIntervalSec = 0
@@ -53,14 +54,25 @@ class TrunkAccount(pj.Account):
         acfg.sipConfig.authCreds.append(_credentials(trunk))
         if s.outbound_proxy:
             acfg.sipConfig.proxies.append(s.outbound_proxy)
+        elif trunk.proxy:
+            acfg.sipConfig.proxies.append(_with_transport(trunk.proxy, trunk.transport))
+        if trunk.contact_user and not s.contact_address:
+            # The user the carrier sends its INVITEs to (often the DID), at our own address.
+            tls = trunk.transport == "tls" or registrar.startswith("sips:")
+            port = s.tls_port if tls and s.tls_port else s.sip_port
+            params = f";transport={trunk.transport}" if trunk.transport in ("tcp", "tls") else ""
+            acfg.sipConfig.contactForced = (f"<sip:{trunk.contact_user}@"
+                                            f"{s.public_address or s.sip_address}:{port}{params}>")
         if s.contact_address:
             # Behind the front: the carrier must send calls to the front, not to this worker.
-            acfg.sipConfig.contactForced = f"<sip:{trunk.username}@{s.contact_address}>"
+            acfg.sipConfig.contactForced = f"<sip:{trunk.contact_user or trunk.username}@{s.contact_address}>"
             acfg.natConfig.contactRewriteUse = 0
             acfg.natConfig.viaRewriteUse = 0
         self.owner.media_config(acfg)
+        if trunk.srtp is not None:
+            pjutil.set_srtp(acfg.mediaConfig, trunk.srtp)
         self.create(acfg)
-        log.info("trunk %s: registering to %s as %s", trunk.name, trunk.registrar, trunk.username)
+        log.info("trunk %s: registering to %s as %s", trunk.name, registrar, trunk.username)
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
         code, expires = prm.code, prm.expiration
@@ -105,14 +117,27 @@ class TrunkAccount(pj.Account):
         return self._stopping and not self._unregistered
 
 
+def registrar_uri(trunk: Trunk) -> str:
+    """The registrar with the trunk's transport: `transport: tls` on a sip: URI, or a sips:
+    URI (TLS by its scheme)."""
+    return _with_transport(trunk.registrar or "", trunk.transport)
+
+
+def _with_transport(uri: str, transport: str | None) -> str:
+    if not transport or transport == "udp" or uri.startswith("sips:") or ";transport=" in uri:
+        return uri
+    return f"{uri};transport={transport}"
+
+
 def _credentials(trunk: Trunk) -> pj.AuthCredInfo:
     """Digest credentials for the trunk's realm only; the secret is read now, not kept."""
+    user = trunk.auth_username or trunk.username
     if trunk.password_ha1 is not None:
         ha1 = trunk.password_ha1.read().lower()  # pjsip hashes the hex text as given
         secrets.mask(ha1)
-        return pj.AuthCredInfo("digest", trunk.realm, trunk.username, pj.PJSIP_CRED_DATA_DIGEST, ha1)
+        return pj.AuthCredInfo("digest", trunk.realm, user, pj.PJSIP_CRED_DATA_DIGEST, ha1)
     assert trunk.password is not None
-    return pj.AuthCredInfo("digest", trunk.realm, trunk.username, pj.PJSIP_CRED_DATA_PLAIN_PASSWD,
+    return pj.AuthCredInfo("digest", trunk.realm, user, pj.PJSIP_CRED_DATA_PLAIN_PASSWD,
                            trunk.password.read())
 
 

@@ -59,3 +59,21 @@ def test_wrong_password_is_reported_and_retried(tmp_path, registrar):
         # Backoff: a second attempt follows about a second later, not a tight loop.
         assert wait_until(lambda: registrar.register_count("gw1", kind="rcv") >= 4, 8)
         assert registrar.register_count("gw1", kind="rcv") < 20
+
+
+def test_trunk_transport_auth_user_and_contact_user(tmp_path, registrar):
+    """`transport: tcp` on a plain sip: registrar, the digest user apart from the account's, and the
+    Contact user the carrier will send its calls to (the DID)."""
+    env = {"GW_TEST_PASSWORD": "s3cret"}
+    trunks = {"trunks": [
+        {"name": "local", "allow": ["127.0.0.1/32"]},
+        {"name": "carrier", "registrar": f"sip:127.0.0.1:{registrar.port}", "transport": "tcp",
+         "username": "gw1", "auth_username": "gw1", "contact_user": "+15550100",
+         "from_domain": "127.0.0.1", "password_env": "GW_TEST_PASSWORD", "realm": "127.0.0.1"},
+    ]}
+    with GatewayProcess(tmp_path, extra=trunks, env=env) as gw:
+        assert wait_until(lambda: registered(gw) == 1, 15), gw.log()
+        contacts = registrar.registered_contacts("gw1")
+        assert contacts and all(c.startswith("sip:+15550100@127.0.0.1:") for c in contacts), contacts
+        assert all("transport=tcp" in c for c in contacts), contacts
+        assert f"registering to sip:127.0.0.1:{registrar.port};transport=tcp as gw1" in gw.log()

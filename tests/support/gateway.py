@@ -50,6 +50,9 @@ class GatewayProcess:
             "cache_dir": str(REPO / "var" / "test-cache"),
             "drain_timeout": 5,
             "workers": workers,
+            # A small worker, as the tests of busy workers and the fronts' load balancing expect
+            # (and 200 RTP ports hold); a test of capacity raises it through `extra`.
+            "calls_per_worker": 4,
         }
         config.update(extra or {})
         self.config_path.write_text(yaml.safe_dump(config))
