@@ -82,3 +82,16 @@ def test_gateway_check_reports_the_module_and_checks_the_profile_against_it(tmp_
     else:
         assert done.returncode == 1
         assert f"{tmp_path / 'codecs.yaml'}:2: codec 'opus/48000' is not in the pjsua2 module" in done.stderr
+
+
+def test_shipped_profiles_are_valid_and_the_build_has_their_codecs() -> None:
+    pj = pytest.importorskip("pjsua2")
+    from gateway.sip.build import probe
+
+    profiles = sorted((DEFAULT_CODECS.parent).glob("*.yaml"))
+    assert {p.name for p in profiles} >= {"default.yaml", "pstn.yaml", "wideband.yaml"}
+    assert load_codec_profile(DEFAULT_CODECS.parent / "pstn.yaml") == ("PCMU/8000", "PCMA/8000")
+    available = probe().codecs
+    for profile in profiles:
+        codecs, errors = read_codec_profile(profile, available if pj.UaConfig().maxCalls >= 512 else None)
+        assert errors == [] and codecs, (profile, errors)
