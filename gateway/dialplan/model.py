@@ -135,6 +135,7 @@ class Route:
     ring_seconds: float
     transfers: TransferPolicy = TransferPolicy()
     records: RecordPolicy = RecordPolicy()
+    timezone: str = "UTC"  # the dialplan's: callers' "tomorrow" and "at two" are read in it
 
 
 NOT_FOUND = Route("none", RejectAction(404, "Not Found"), 0.0)
@@ -161,7 +162,7 @@ class Dialplan:
         local = now.astimezone(ZoneInfo(self.timezone))
         who = normalize_number(caller)
         action = next((r.action for r in self.rules if r.when.matches(who, local)), self.action)
-        return Route(self.name, action, self.ring_seconds, self.transfers, self.records)
+        return Route(self.name, action, self.ring_seconds, self.transfers, self.records, self.timezone)
 
 
 @dataclass(frozen=True, slots=True)

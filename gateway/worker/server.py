@@ -252,9 +252,10 @@ class Worker:
         call.record.setup_ms = round(setup * 1000, 2)
         metrics.call_answered(setup, call.transport)
         if isinstance(action, dp.AgentAction):
-            work = self._converse(call, action.script)
+            work = self._converse(call, action.script, timezone=route.timezone)
         else:  # a flow, or a transfer: a script that needs no recogniser
-            work = self._converse(call, action.script(route.dialplan), listen=False)
+            work = self._converse(call, action.script(route.dialplan), listen=False,
+                                 timezone=route.timezone)
         flow = asyncio.create_task(work)
         hangup = asyncio.create_task(call.disconnected.wait())
         try:
@@ -300,7 +301,8 @@ class Worker:
             log.warning("call %s: record kept in the journal until the call store takes it", call.key)
         log.info("call %s %s → %s: %s", record.call_id, record.caller, record.dialled, record.outcome)
 
-    async def _converse(self, call: Call, script: AgentScript, listen: bool = True) -> str:
+    async def _converse(self, call: Call, script: AgentScript, listen: bool = True,
+                        timezone: str = "UTC") -> str:
         """A script on the configured engines: hear, think, speak until the script ends. Without
         listen (a dialplan flow), only keys are heard: no recogniser runs."""
         turn_config = TurnConfig(frame_ms=self.settings.frame_ms)
@@ -315,7 +317,7 @@ class Worker:
             await session.start()
         runner = ScriptRunner(script, session, self.settings.operator_uri,
                               {"caller": call.incoming.caller, "called": call.incoming.dialled},
-                              llm=engines.llm if listen else None)
+                              llm=engines.llm if listen else None, timezone=timezone)
         try:
             return await runner.run()
         finally:

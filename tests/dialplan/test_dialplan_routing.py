@@ -119,7 +119,8 @@ def test_route(dialled: str, caller: str, now: datetime, expected: object) -> No
 
 
 def test_route_reports_plan_and_ring() -> None:
-    assert route(PLANS, "+15550100", "+15551234", _utc(2024, 7, 1, 14)) == Route("main", OPEN, 2.0)
+    assert route(PLANS, "+15550100", "+15551234", _utc(2024, 7, 1, 14)) == Route(
+        "main", OPEN, 2.0, timezone="America/New_York")  # the agent reads dates in the plan's zone
     assert route(PLANS, "+1999", "x", _utc(2024, 7, 1, 14)) == Route("default", DEFAULT.action, 0.0)
 
 
