@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pjsua2 as pj
 
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, Trunk
 from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
@@ -39,14 +39,33 @@ class IncomingPolicy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.draining = False
-        self._trunk_users = {t.username for t in settings.trunks if t.registrar and t.username}
+        self._trunk_users = {user for t in settings.trunks if t.registrar
+                             for user in (t.username, t.contact_user) if user}
+        # Hosts a registering trunk's registrar answered from while its registration is up: the
+        # carrier's INVITEs on that registration come from there (trunk name -> hosts).
+        self._registered: dict[str, set[str]] = {}
+        self._trunks = {t.name: t for t in settings.trunks}
+
+    def registration(self, trunk: str, host: str, up: bool) -> None:
+        """A trunk's registration came up (answered from `host`) or went down."""
+        if up and host:
+            self._registered.setdefault(trunk, set()).add(host)
+        elif not up:
+            self._registered.pop(trunk, None)
+
+    def _registered_trunk(self, host: str) -> Trunk | None:
+        for name, hosts in self._registered.items():
+            if host in hosts:
+                return self._trunks.get(name)
+        return None
 
     def trusted_source(self, source: str) -> bool:
         return self.trusted_host(_host(source))
 
     def trusted_host(self, host: str) -> bool:
         """An allowlisted trunk address, or the front in multi-worker mode."""
-        return self.settings.trunk_for(host) is not None or host in self.settings.trusted
+        return (self.settings.trunk_for(host) is not None or host in self.settings.trusted
+                or self._registered_trunk(host) is not None)
 
     def decide(self, message: str, source: str) -> Decision:
         info = parse_invite(message)
@@ -54,7 +73,7 @@ class IncomingPolicy:
             # Calls to a registration's Contact carry the trunk username in the Request-URI;
             # the dialled number (DID) is in To.
             info = replace(info, dialled=info.to_user)
-        trunk = self.settings.trunk_for(_host(source))
+        trunk = self.settings.trunk_for(_host(source)) or self._registered_trunk(_host(source))
         if trunk is None and not self.trusted_source(source):
             return Decision(info, "", (403, "Forbidden"), "unknown_source")
         name = trunk.name if trunk else "front"

@@ -336,6 +336,12 @@ class SipEndpoint:
             call_id=decision.info.call_id, source=prm.rdata.srcAddress, trunk=decision.trunk,
             received_at=time.monotonic(), playout=call.playout))
 
+    def registration(self, trunk: str, host: str, up: bool) -> None:
+        self.policy.registration(trunk, host, up)
+
+    def incoming_on_trunk(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        self._on_incoming(account, prm)
+
     def _on_info_digit(self, call_id: str, digit: str) -> None:
         """An `application/dtmf` INFO digit that the strict edge answered: to its call."""
         wanted = printable(call_id)

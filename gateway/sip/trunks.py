@@ -25,6 +25,10 @@ class TrunkOwner(Protocol):
 
     def post(self, event: ev.Event) -> None: ...
 
+    def registration(self, trunk: str, host: str, up: bool) -> None: ...
+
+    def incoming_on_trunk(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None: ...
+
     def media_config(self, acfg: pj.AccountConfig) -> None: ...
 
 
@@ -83,6 +87,10 @@ class TrunkAccount(pj.Account):
             log.info("trunk %s: registration %s (%s %s)", self.trunk.name,
                      "up" if active else "down", code, prm.reason)
         self.active = active
+        # Where the registrar answered from: the carrier's calls on this registration come from
+        # there too, so they are accepted without an `allow` entry.
+        source = prm.rdata.srcAddress if active else ""
+        self.owner.registration(self.trunk.name, source.rsplit(":", 1)[0].strip("[]"), active)
         self.owner.post(ev.Registration(self.trunk.name, code, prm.reason, active, expires))
         if active:
             self._backoff = _MIN_BACKOFF
@@ -92,6 +100,11 @@ class TrunkAccount(pj.Account):
             log.warning("trunk %s: registration failed (%s %s); retrying in %.0f s",
                         self.trunk.name, code, prm.reason, self._backoff)
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+        # An INVITE pjsua matched to this account (its user at the carrier's domain): the
+        # gateway's, not pjsua's 500 for an account with no handler.
+        self.owner.incoming_on_trunk(self, prm)
 
     def maybe_retry(self, now: float) -> None:
         if self._retry_at is not None and now >= self._retry_at and not self._stopping:

@@ -7,6 +7,7 @@ import pytest
 from tests.support import wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.kamailio import KamailioRegistrar
+from tests.support.phones import call
 
 
 @pytest.fixture
@@ -77,3 +78,26 @@ def test_trunk_transport_auth_user_and_contact_user(tmp_path, registrar):
         assert contacts and all(c.startswith("sip:+15550100@127.0.0.1:") for c in contacts), contacts
         assert all("transport=tcp" in c for c in contacts), contacts
         assert f"registering to sip:127.0.0.1:{registrar.port};transport=tcp as gw1" in gw.log()
+
+
+def test_a_registering_trunks_own_invites_are_accepted_without_allow(tmp_path, registrar):
+    """No trunk allows 127.0.0.1: calls from there are a stranger's (403) until the carrier's
+    registration is up from there; then they are the trunk's, also those pjsua matches to the
+    trunk's own account (its user at the carrier's domain), which it used to answer 500."""
+    trunks = {"trunks": [
+        {"name": "carrier", "registrar": f"sip:127.0.0.1:{registrar.port};transport=tcp",
+         "username": "gw1", "password_env": "GW_TEST_PASSWORD", "realm": "127.0.0.1"}]}
+    (tmp_path / "down").mkdir()
+    (tmp_path / "up").mkdir()
+    with GatewayProcess(tmp_path / "down", extra=trunks, env={"GW_TEST_PASSWORD": "wrong"}) as gw:
+        assert wait_until(lambda: "registration failed" in gw.log(), 15), gw.log()
+        assert call(gw.target, "+15550101", "--hangup-after", "1")["calls"][0]["status"] == 403
+    with GatewayProcess(tmp_path / "up", extra=trunks, env={"GW_TEST_PASSWORD": "s3cret"}) as gw:
+        assert wait_until(lambda: registered(gw) == 1, 15), gw.log()
+        menu = call(gw.target, "+15550101", "--hangup-after", "1")["calls"][0]
+        assert menu["status"] == 200 and menu["answered"], menu
+        own = call(gw.target, "gw1", "--hangup-after", "1")["calls"][0]
+        assert own["status"] == 404, own  # the dialplans' default for an unknown number, not pjsua's 500
+        assert gw.metric("gateway_invites_rejected_total", reason="unknown_source") == 0
+        records = gw.wait_records(1)
+        assert records[0]["trunk"] == "carrier", records[0]
