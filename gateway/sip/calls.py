@@ -16,6 +16,7 @@ from gateway.media.framing import DEFAULT_FRAME_MS, frame_bytes
 from gateway.media.playout import PlayoutBuffer
 from gateway.sip import events as ev
 from gateway.sip import pjutil
+from gateway.sip.caller_id import caller_number
 from gateway.sip.message import InviteInfo, parse_invite, printable, problems
 from gateway.sip.port import PortPool
 
@@ -69,6 +70,7 @@ class IncomingPolicy:
 
     def decide(self, message: str, source: str) -> Decision:
         info = parse_invite(message)
+        info = replace(info, caller=caller_number(info))
         if info.to_user and info.dialled in self._trunk_users:
             # Calls to a registration's Contact carry the trunk username in the Request-URI;
             # the dialled number (DID) is in To.
