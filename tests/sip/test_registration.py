@@ -8,6 +8,7 @@ from tests.support import wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.kamailio import KamailioRegistrar
 from tests.support.phones import call
+from tests.support.rawsip import RawDialog
 
 
 @pytest.fixture
@@ -99,5 +100,13 @@ def test_a_registering_trunks_own_invites_are_accepted_without_allow(tmp_path, r
         own = call(gw.target, "gw1", "--hangup-after", "1")["calls"][0]
         assert own["status"] == 404, own  # the dialplans' default for an unknown number, not pjsua's 500
         assert gw.metric("gateway_invites_rejected_total", reason="unknown_source") == 0
+        # The DID as carriers send it: in To with the trunk's user in the Request-URI, or in the
+        # Request-URI with anything in To.
+        target = ("127.0.0.1", gw.sip_port)
+        for ruri_user, to_user in (("gw1", "+15550101"), ("+15550101", "gw1")):
+            with RawDialog(target, to_user) as dialog:
+                dialog.remote_target = f"sip:{ruri_user}@127.0.0.1:{gw.sip_port}"
+                assert dialog.invite() == 200, (ruri_user, to_user, dialog.received[-1:])
+                assert dialog.bye() == 200
         records = gw.wait_records(1)
         assert records[0]["trunk"] == "carrier", records[0]
