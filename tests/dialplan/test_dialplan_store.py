@@ -111,7 +111,7 @@ def test_hostile_yaml_is_refused_without_holding_the_loop_and_reloading_goes_on(
         _write(plan, hostile)
         errors, lag = asyncio.run(refresh_while_ticking())
         assert errors and "sales.yaml" in str(errors[0]) and why in str(errors[0]), errors
-        assert lag < 0.1, lag
+        assert lag < 0.5, lag   # (a blocking reload held the loop 2 s)
         assert _action(store, "+15550100") == RejectAction(486, "Busy Here")
     _write(plan, "numbers: ['+15550100']\nreject: 603\n")   # and the next good edit still loads
     assert asyncio.run(store.refresh()) == []

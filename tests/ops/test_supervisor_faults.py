@@ -51,7 +51,7 @@ def _pgid(pid: int) -> int | None:
 
 def test_a_killed_supervisor_leaves_no_orphans(tmp_path):
     plans = make_plans(tmp_path / "dialplans")
-    gw = GatewayProcess(tmp_path, plans, workers=2, extra={"drain_timeout": 2}).start()
+    gw = GatewayProcess(tmp_path, plans, workers=2, extra={"drain_timeout": 2, "calls_per_worker": 4}).start()
     try:
         workers = [_pid(gw, f"{w}.ready") for w in ("w1", "w2")]
         kamailio = _pid(gw, "front/kamailio.pid")
@@ -69,7 +69,7 @@ def test_a_killed_supervisor_leaves_no_orphans(tmp_path):
 
 def test_the_watcher_keeps_watching_during_a_rolling_restart(tmp_path):
     plans = make_plans(tmp_path / "dialplans")
-    with GatewayProcess(tmp_path, plans, workers=3, extra={"drain_timeout": 20}) as gw:
+    with GatewayProcess(tmp_path, plans, workers=3, extra={"drain_timeout": 20, "calls_per_worker": 4}) as gw:
         callers = start_call(gw.target, LONG, "--calls", "3", "--hangup-after", "8")
         assert wait_until(lambda: gw.metric("gateway_calls_active") == 3, 20)
         gw.signal(signal.SIGHUP)              # w1 drains its call for up to 8 s
