@@ -317,10 +317,13 @@ def test_unanswered_call_ends_at_max_duration() -> None:
     assert any(text == "hangup (max-duration)" for _, text in call["events"])
 
 
-def test_cli_rejects_more_calls_than_the_wheel_allows() -> None:
+def test_cli_rejects_more_calls_than_the_module_allows() -> None:
+    from gateway.sip.phone.cli import MAX_CALLS
     from gateway.sip.phone.softphone import build_parser
 
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["call", "--to", "127.0.0.1:5080", "--number", "1", "--calls", "5"])
+        build_parser().parse_args(["call", "--to", "127.0.0.1:5080", "--number", "1",
+                                   "--calls", str(MAX_CALLS + 1)])
+    assert build_parser().parse_args(["call", "--to", "h:1", "--calls", str(MAX_CALLS)]).calls == MAX_CALLS
     args = build_parser().parse_args(["call", "--to", "h:1", "--number", "1", "--dtmf", "12#@2.5", "--dtmf", "9"])
     assert args.dtmf == [("12#", 2.5), ("9", 1.0)]
