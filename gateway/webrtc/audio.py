@@ -2,7 +2,10 @@
 far end negotiated) ↔ the pipeline's 8 kHz mono PCM frames.
 
 Each direction has one soxr streaming resampler for the whole call: re-creating it per frame
-would click at every frame edge and cost a filter set-up each time. The outbound track is its own
+would click at every frame edge and cost a filter set-up each time. They run in soxr's
+variable-rate mode (`vr=True`) at HQ: the same 80 dB stop band, but a steady frame out per frame
+in after about 25 ms, where the fixed-rate HQ stream holds 7 frames (140 ms) and then releases
+them in one burst. The outbound track is its own
 20 ms clock (the SIP path has pjmedia's): the agent's audio leaves at the rate it is spoken, never
 in a burst, and silence fills the gaps, as on a phone line.
 """
@@ -28,6 +31,10 @@ _PACKET = OPUS_RATE * PACKET_MS // 1000  # samples per outbound frame
 _LATE_RESET = 0.1  # seconds behind the clock after which it starts again instead of catching up
 
 
+def _stream(in_rate: int, out_rate: int) -> soxr.ResampleStream:
+    return soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality="HQ", vr=True)
+
+
 class Downsampler:
     """Received frames (any rate, mono or stereo s16) → pipeline frames of frame_samples."""
 
@@ -43,8 +50,7 @@ class Downsampler:
         mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.int16)
         if frame.sample_rate != self._in_rate:  # set once per call (a codec change re-sets it)
             self._in_rate = frame.sample_rate
-            self._stream = None if frame.sample_rate == self._rate else soxr.ResampleStream(
-                frame.sample_rate, self._rate, 1, dtype="int16", quality="HQ")
+            self._stream = None if frame.sample_rate == self._rate else _stream(frame.sample_rate, self._rate)
         out = mono if self._stream is None else self._stream.resample_chunk(mono)
         self._pending += out.astype(np.int16).tobytes()
         size = self._frame_bytes
@@ -65,7 +71,7 @@ class PacedTrack(MediaStreamTrack):
         super().__init__()
         self._playout = playout
         self._silence = bytes(playout.frame_bytes)
-        self._up = soxr.ResampleStream(rate, OPUS_RATE, 1, dtype="int16", quality="HQ")
+        self._up = _stream(rate, OPUS_RATE)
         self._fifo = np.zeros(0, dtype=np.int16)
         self._clock = clock
         self._start: float | None = None
