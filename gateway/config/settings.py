@@ -261,6 +261,15 @@ class IceServerFile(Strict):
     credential_env: Text | None = None
     credential_file: Text | None = None
 
+    @model_validator(mode="after")
+    def _credential(self, info: ValidationInfo) -> IceServerFile:
+        if self.credential_env and self.credential_file:
+            raise Invalid("give credential_env or credential_file, not both", "credential_file")
+        server = self.server(_base(info))
+        if server.credential is not None and (problem := server.credential.problem()) is not None:
+            raise Invalid(f"{problem} (TURN credential)", "credential_env" if self.credential_env else "credential_file")
+        return self
+
     def server(self, base: Path) -> IceServer:
         key = "credential_env" if self.credential_env else "credential_file"
         text = self.credential_env or self.credential_file
