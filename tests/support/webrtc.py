@@ -68,7 +68,8 @@ class WhipCaller:
         self.mouth.write(pcm)
 
     async def spoken(self) -> None:
-        while self.mouth.queued_bytes:
+        """Until what was said has left (or the call is over: then nothing reads it)."""
+        while self.mouth.queued_bytes and self.pc.connectionState == "connected":
             await asyncio.sleep(0.02)
 
     def voiced(self, since: float = 0.0) -> list[tuple[float, bytes]]:
