@@ -87,8 +87,9 @@ class TurnConfig:
     barge_in_min_ms: int = 250
     resume_silence_ms: int = 200
     # Semantic endpointing (None: off): silence after a whole answer, and after words that
-    # stop mid-phrase. 250 ms is about the gap between two speakers in conversation.
-    complete_silence_ms: int | None = 250
+    # stop mid-phrase. 250 ms is about the gap between two speakers, but callers pause that long
+    # at a comma ("My balance, please."): 400 ms lets them finish.
+    complete_silence_ms: int | None = 400
     incomplete_silence_ms: int = 1000
 
     def __post_init__(self) -> None:

@@ -8,6 +8,10 @@ from gateway.conversation.turns import TurnConfig, TurnDetector, TurnEnded
 from gateway.conversation.utterance import Verdict, verdict
 
 
+# The mechanism at a 250 ms whole-answer silence (the shipped default is longer, see TurnConfig).
+SHORT = TurnConfig(complete_silence_ms=250)
+
+
 def _talk(det: TurnDetector, start: float, stop: float, until: float, frame: float = 0.02) -> list:
     """Voiced frames in [start, stop), then unvoiced ones up to `until`; every action."""
     out, t = [], start + frame
@@ -22,7 +26,7 @@ def _ended(actions: list) -> list[TurnEnded]:
 
 
 def test_a_whole_answer_ends_the_turn_after_a_short_silence() -> None:
-    det = TurnDetector()
+    det = TurnDetector(SHORT)
     det.expect("day")
     out = _talk(det, 1.0, 1.8, 1.9)
     out += det.on_transcript("Friday, please.", False, False, 1.9, until=1.86)
@@ -31,14 +35,14 @@ def test_a_whole_answer_ends_the_turn_after_a_short_silence() -> None:
 
 
 def test_a_hypothesis_that_arrives_late_ends_the_turn_on_arrival() -> None:
-    det = TurnDetector()
+    det = TurnDetector(SHORT)
     out = _talk(det, 1.0, 1.8, 2.2)
     out += det.on_transcript("Yes.", False, False, 2.2, until=1.8)
     assert [(e.at, e.speech_end) for e in _ended(out)] == [(2.2, 1.8)]
 
 
 def test_words_that_stop_mid_phrase_wait_longer_and_ignore_speech_final() -> None:
-    det = TurnDetector()
+    det = TurnDetector(SHORT)
     out = _talk(det, 1.0, 1.8, 1.9)
     out += det.on_transcript("I would like to book an", False, False, 1.9, until=1.84)
     out += _talk(det, 1.9, 0, 2.3)
@@ -49,7 +53,7 @@ def test_words_that_stop_mid_phrase_wait_longer_and_ignore_speech_final() -> Non
 
 
 def test_speaking_again_drops_the_hypothesis() -> None:
-    det = TurnDetector()
+    det = TurnDetector(SHORT)
     det.expect("day")
     out = _talk(det, 1.0, 1.8, 1.88)
     out += det.on_transcript("Friday", False, False, 1.88, until=1.8)
@@ -60,7 +64,7 @@ def test_speaking_again_drops_the_hypothesis() -> None:
 
 
 def test_words_from_before_the_pause_are_no_hypothesis() -> None:
-    det = TurnDetector()
+    det = TurnDetector(SHORT)
     det.expect("day")
     out = _talk(det, 1.0, 2.0, 2.1)
     out += det.on_transcript("Friday", False, False, 2.1, until=1.4)  # decoded mid-speech
