@@ -4,7 +4,7 @@
     python -m gateway.caller.loadtest --target 127.0.0.1:5060 --number 100 --calls 4 --total 200 --rate 10 --sipp
 
 Keeps up to --calls calls up, starting new ones at --rate calls/s until --total (default --calls)
-have been placed. Media calls run in pjsua2 softphone subprocesses of at most 4 calls each
+have been placed. Media calls run in pjsua2 softphone subprocesses of at most the module's call limit each
 (PJSUA_MAX_CALLS): each batch is one process whose calls start together, so the rate holds per
 batch. --sipp places signalling-only calls with sipp instead. --gateway-pid samples the gateway's
 whole process tree for CPU and RSS. Exit status 0 only if every call was answered.
