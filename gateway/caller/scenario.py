@@ -243,14 +243,19 @@ class ReplyFile(Strict):
     say: Text
 
 
-class PersonaFile(Strict):
-    instructions: Text = ""
+class _Speaker(Strict):
+    """How the simulated caller speaks: under `persona:`, or at the scenario's top level."""
+
     voice: _Voice | None = None
     speaking_rate: _Rate | None = None
     noise_dbfs: _Noise | None = None
     turns: list[_text_or(TurnStep)] | None = None
     replies: list[ReplyFile] | None = None
     llm: LlmFile | None = None
+
+
+class PersonaFile(_Speaker):
+    instructions: Text = ""
 
 
 class CheckItem(OneKey):
@@ -266,7 +271,7 @@ class CheckItem(OneKey):
     tool_called: Text = Field(None)
 
 
-class ScenarioFile(Strict):
+class ScenarioFile(_Speaker):
     """A scenario file (scenarios/*.yaml). The persona's voice, rate, noise, turns and llm may
     also sit at the top level."""
 
@@ -274,12 +279,6 @@ class ScenarioFile(Strict):
     number: _Number = Field(description="the number to call")
     goal: Text = ""
     persona: _text_or(PersonaFile) | None = None
-    voice: _Voice | None = None
-    speaking_rate: _Rate | None = None
-    noise_dbfs: _Noise | None = None
-    turns: list[_text_or(TurnStep)] | None = None
-    replies: list[ReplyFile] | None = None
-    llm: LlmFile | None = None
     impatience_ms: between(Whole, at_least=0, at_most=60000) | None = None
     max_turns: between(Whole, at_least=1, at_most=100) | None = None
     turn_gap_ms: between(Whole, at_least=200, at_most=10000) = 2000

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,16 @@ class HttpFile(Strict):
     port: between(Whole, at_least=0, at_most=65535) = DEFAULTS.http_port
 
 
+def _each(items: list[str], check: Callable[[str], str]) -> list[str]:
+    """Every item checked; an error points at the item's own line."""
+    for index, text in enumerate(items):
+        try:
+            check(text)
+        except ValueError as exc:
+            raise Invalid(str(exc), index) from None
+    return items
+
+
 def _ip(text: str) -> str:
     try:
         ipaddress.ip_address(text)
@@ -286,12 +297,7 @@ class WebRtcFile(Strict):
     @field_validator("ice_addresses")
     @classmethod
     def _addresses(cls, items: list[str]) -> list[str]:
-        for index, text in enumerate(items):
-            try:
-                _ip(text)
-            except ValueError as exc:
-                raise Invalid(str(exc), index) from None
-        return items
+        return _each(items, _ip)
 
 
 def _secret_ref(key: str, text: str, base: Path) -> SecretRef:
@@ -346,12 +352,7 @@ class TrunkFile(Strict):
     @field_validator("allow")
     @classmethod
     def _networks(cls, items: list[str]) -> list[str]:
-        for index, text in enumerate(items):
-            try:
-                _cidr(text)
-            except ValueError as exc:
-                raise Invalid(str(exc), index) from None
-        return items
+        return _each(items, _cidr)
 
     @model_validator(mode="before")
     @classmethod
